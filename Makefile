@@ -1,0 +1,50 @@
+# Photogenic: `make demo` and `make test` do all set-up on a fresh machine.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= runs/demo
+POOL ?= sample_pool
+export JAVA_HOME ?= /usr/lib/jvm/java-17-openjdk-amd64
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
+
+.PHONY: setup demo test bench label-studio report sample-pool clean
+
+setup: $(STAMP)
+
+# Exact pins in requirements.lock, installed without the resolver so nothing swaps versions
+# (rapidocr asks for opencv-python; we keep only opencv-python-headless, which it works with).
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-deps -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(POOL)/_SUCCESS: | $(STAMP)
+	$(BIN)/photogenic sample-pool $(POOL)
+
+sample-pool: $(POOL)/_SUCCESS
+
+demo: setup sample-pool
+	bash pipeline/demo.sh $(POOL) $(RUN)
+
+test: setup
+	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: setup sample-pool
+	$(BIN)/python bench/filters.py
+	$(BIN)/python bench/select.py
+	$(BIN)/python bench/review.py
+	$(BIN)/python bench/train.py
+
+label-studio: setup
+	$(BIN)/photogenic review server start
+
+report: setup
+	$(BIN)/photogenic report --run $(RUN)
+
+clean:
+	rm -rf runs $(POOL) .cache test-artifacts

@@ -1,0 +1,1 @@
+"""The Label Studio side: local server, labeling configs, push/pull, decision rules, quality."""

@@ -1,0 +1,1 @@
+"""Filters: small classes behind one protocol (see `filters.base`), with no Spark inside."""

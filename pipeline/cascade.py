@@ -1,0 +1,273 @@
+"""The cascade: pool rows in, score rows out, cheapest checks first.
+
+Each image is parsed for its header before anything decodes it, decoded at most once (JPEG
+draft mode, at the largest size any enabled filter asks for, which is still far below full
+size), and a row stops being scored once it failed, unless `score_all` asks for every score
+(threshold studies). Models load once per process, in `setup()`.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import logging
+import time
+import warnings
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+from PIL import Image
+
+from filters.base import Need, Sample
+from pipeline.config import Config
+from pipeline.schema import SCORE_SCHEMA
+
+log = logging.getLogger(__name__)
+
+# name -> "module:Class"; built with the `[filters.NAME]` section's fields as keyword arguments.
+FILTERS = {
+    "caption": "filters.caption:CaptionFilter",
+    "geometry": "filters.geometry:GeometryFilter",
+    "technical": "filters.technical:TechnicalFilter",
+    "offensive": "filters.offensive:OffensiveFilter",
+    "ocr": "filters.ocr:OcrFilter",
+    "clip": "filters.clip:ClipFilter",
+    "aesthetic": "filters.aesthetic:AestheticFilter",
+    "concepts": "filters.concepts:ConceptFilter",
+}
+ALWAYS = {"phash": "filters.hashes:PerceptualHashFilter"}
+
+
+class FilterSkipped(Exception):
+    """Raised by a filter's constructor when it cannot run as configured (e.g. no aesthetic head)."""
+
+
+def _load(spec: str):
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_filters(config: Config) -> tuple[list[Any], dict[str, str]]:
+    """Enabled filters in cascade order, and {name: why} for those skipped."""
+    built, skipped = [], {}
+    for name, spec in FILTERS.items():
+        section = getattr(config.filters, name)
+        if not section.enabled:
+            skipped[name] = "disabled in config"
+            continue
+        kwargs = section.model_dump(exclude={"enabled"})
+        try:
+            built.append(_load(spec)(**kwargs))
+        except FilterSkipped as why:
+            skipped[name] = str(why)
+        except ModuleNotFoundError as err:
+            if err.name != spec.split(":")[0]:
+                raise
+            skipped[name] = f"not available in this build ({err.name})"
+    built += [_load(spec)() for spec in ALWAYS.values()]
+    order = config.job.order
+    if order:
+        rank = {n: i for i, n in enumerate(order)}
+        built.sort(key=lambda f: (rank.get(f.name, len(rank)), f.cost_hint))
+    else:
+        built.sort(key=lambda f: (f.cost_hint, f.need))
+    return built, skipped
+
+
+def _signed_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Cascade:
+    def __init__(self, config: Config, score_all: bool | None = None, filters: list[Any] | None = None):
+        self.config = config
+        self.score_all = config.job.score_all if score_all is None else score_all
+        if filters is None:
+            filters, self.skipped = build_filters(config)
+        else:
+            self.skipped = {}
+        self.filters = filters
+        geo = config.filters.geometry
+        self.max_pixels, self.max_bytes = geo.max_pixels, geo.max_bytes
+        self.decode_size = max([f.pixel_size for f in filters] + [0])
+        self.embedder = None
+        self.timings: Counter = Counter()  # stage -> seconds
+        self.scored: Counter = Counter()  # stage -> rows
+        self._ready = False
+
+    @property
+    def meaningless(self) -> list[str]:
+        """Score columns that come from randomly initialised models and mean nothing."""
+        out = []
+        for f in self.filters:
+            if getattr(f, "meaningless", False):
+                out += [c for c in f.columns if not c.startswith("_")]
+        return out
+
+    def setup(self) -> None:
+        if self._ready:
+            return
+        for f in self.filters:
+            f.setup()
+        if any(f.need == Need.EMBEDDING for f in self.filters):
+            self.embedder = next((f.embedder for f in self.filters if getattr(f, "embedder", None)), None)
+            if self.embedder is None:
+                from filters.clip import ClipEmbedder
+
+                self.embedder = ClipEmbedder(**self.config.filters.clip.model_dump(exclude={"enabled", "min_score", "min_score_fraction"}))
+            self.embedder.setup()
+        self._ready = True
+
+    # -- stages ------------------------------------------------------------------------------
+
+    def _parse_header(self, s: Sample) -> str | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(s.data))
+                s.width, s.height, s.format = img.width, img.height, img.format
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            return f"pixel bomb: {err}"[:300]
+        except Exception as err:  # anything Pillow cannot identify is unreadable, whatever it raised
+            return f"not an image: {type(err).__name__}: {err}"[:300]
+        if not s.width or not s.height:
+            return "image has zero size"
+        if s.width * s.height > self.max_pixels:
+            return f"pixel bomb: {s.width}x{s.height} > {self.max_pixels} pixels"
+        return None
+
+    def _decode(self, s: Sample) -> str | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = Image.open(io.BytesIO(s.data))
+                if self.decode_size and img.format == "JPEG":
+                    img.draft("RGB", (self.decode_size, self.decode_size))
+                img.load()
+                if img.mode != "RGB":
+                    img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" else img.convert("RGB")
+                if self.decode_size and max(img.size) > self.decode_size:
+                    img.thumbnail((self.decode_size, self.decode_size), Image.Resampling.BILINEAR)
+                s.image = img
+        except Exception as err:
+            return f"cannot decode: {type(err).__name__}: {err}"[:300]
+        return None
+
+    # -- the cascade -------------------------------------------------------------------------
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self.setup()
+        rows = batch.to_pylist()
+        n = len(rows)
+        out: dict[str, list] = {name: [None] * n for name in SCORE_SCHEMA.names}
+        for name in ("key", "caption", "likes", "views", "source", "shard", "meta"):
+            out[name] = [r[name] for r in rows]
+        samples = [Sample(r["key"], r["caption"], r["image"], r["width"], r["height"]) for r in rows]
+        reason: list[str | None] = [None] * n
+        detail: list[str | None] = [None] * n
+        readable = [True] * n
+
+        def fail(i: int, why: str, what: str) -> None:
+            if reason[i] is None:
+                reason[i], detail[i] = why, what
+
+        for i, r in enumerate(rows):
+            data = r["image"]
+            if data:
+                out["bytes"][i] = len(data)
+                out["sha256"][i] = _signed_hex(data)
+            if r["read_error"] or not data:
+                readable[i] = False
+                fail(i, "unreadable", r["read_error"] or "no image bytes")
+
+        def alive(need: Need) -> list[int]:
+            idx = [i for i in range(n) if self.score_all or reason[i] is None]
+            return idx if need == Need.CAPTION else [i for i in idx if readable[i]]
+
+        have_header = have_pixels = have_embeddings = False
+        for f in self.filters:
+            if f.need >= Need.HEADER and not have_header:
+                self._stage("header", alive(Need.HEADER), lambda i: self._parse_header(samples[i]), fail, readable)
+                have_header = True
+            if f.need >= Need.PIXELS and not have_pixels:
+                self._stage("decode", alive(Need.PIXELS), lambda i: self._decode(samples[i]), fail, readable)
+                have_pixels = True
+            if f.need >= Need.EMBEDDING and not have_embeddings:
+                self._embed([samples[i] for i in alive(Need.EMBEDDING)], fail, readable, samples)
+                have_embeddings = True
+            idx = alive(f.need)
+            if not idx:
+                continue
+            scores, verdicts = self._run_filter(f, [samples[i] for i in idx])
+            for j, i in enumerate(idx):
+                for col, values in scores.items():
+                    if not col.startswith("_") and col in out:
+                        out[col][i] = values[j]
+                verdict = verdicts[j]
+                if verdict is None:
+                    continue
+                if verdict.startswith("!error "):
+                    readable[i] = False
+                    fail(i, "unreadable", f"{f.name}: {verdict[7:]}")
+                else:
+                    fail(i, f.reject_reason, verdict)
+
+        for i, s in enumerate(samples):
+            out["width"][i], out["height"][i], out["format"][i] = s.width, s.height, s.format
+            if s.width and s.height and out["aspect"][i] is None:
+                out["aspect"][i] = max(s.width, s.height) / min(s.width, s.height)
+            s.image = s.data = None  # free pixels before the next batch
+        out["passed"] = [r is None for r in reason]
+        out["reject_reason"] = [r or "" for r in reason]
+        out["reject_detail"] = detail
+        return pa.RecordBatch.from_pydict(out, schema=SCORE_SCHEMA)
+
+    def _stage(self, name, idx, step, fail, readable) -> None:
+        start = time.perf_counter()
+        for i in idx:
+            err = step(i)
+            if err:
+                readable[i] = False
+                fail(i, "unreadable", err)
+        self.timings[name] += time.perf_counter() - start
+        self.scored[name] += len(idx)
+
+    def _embed(self, batch: list[Sample], fail, readable, samples) -> None:
+        if not batch:
+            return
+        start = time.perf_counter()
+        try:
+            self.embedder.embed(batch)
+        except Exception as err:  # one bad image must not sink the batch: retry one by one
+            log.warning("embedding batch failed (%s); retrying per image", err)
+            for s in batch:
+                try:
+                    self.embedder.embed([s])
+                except Exception as one:
+                    i = next(k for k, x in enumerate(samples) if x is s)
+                    readable[i] = False
+                    fail(i, "unreadable", f"embedding failed: {one}"[:300])
+        self.timings["embed"] += time.perf_counter() - start
+        self.scored["embed"] += len(batch)
+
+    def _run_filter(self, f, batch: list[Sample]) -> tuple[dict[str, list], list[str | None]]:
+        start = time.perf_counter()
+        try:
+            scores = f.score(batch)
+            verdicts = f.decide(scores)
+        except Exception as err:
+            log.warning("filter %s failed on a batch (%s); retrying per image", f.name, err)
+            scores, verdicts = {}, []
+            for s in batch:
+                try:
+                    one = f.score([s])
+                    verdicts.append(f.decide(one)[0])
+                except Exception as e:
+                    one = {c: [None] for c in f.columns}
+                    verdicts.append(f"!error {type(e).__name__}: {e}"[:300])
+                for col, vals in one.items():
+                    scores.setdefault(col, []).append(vals[0])
+        self.timings[f.name] += time.perf_counter() - start
+        self.scored[f.name] += len(batch)
+        return scores, verdicts

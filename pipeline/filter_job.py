@@ -1,0 +1,249 @@
+"""The filter job: every pool shard through the cascade, on Spark, one score row per sample.
+
+Spark distributes shards (one task per shard, like img2dataset); inside a task the shard is
+streamed as Arrow batches through the cascade and written to `scores/part-SHARD.parquet`
+atomically. A shard whose part file exists is done, so a rerun after a crash redoes only the
+unfinished shards and never duplicates a row.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import Config, dump_config
+from pipeline.readers import ShardSpec, discover_shards, read_shard
+from pipeline.runio import (
+    clear_success,
+    mark_success,
+    remove_stale_tmp,
+    tmp_path,
+    write_json_atomic,
+)
+from pipeline.schema import REJECT_REASONS, SCORE_SCHEMA
+
+SUMMARY_SCHEMA = pa.schema([("shard", pa.string()), ("stats", pa.string())])
+_WORKER_CASCADES: dict[str, Any] = {}  # per worker process: models load once, tasks reuse them
+
+
+class JobConfigMismatch(RuntimeError):
+    pass
+
+
+def part_path(scores_dir: Path, shard_id: str) -> Path:
+    return scores_dir / f"part-{shard_id}.parquet"
+
+
+def stats_path(scores_dir: Path, shard_id: str) -> Path:
+    return scores_dir / "_stats" / f"{shard_id}.json"
+
+
+def job_fingerprint(config: Config, score_all: bool) -> str:
+    # Only what changes scores: thresholds re-applied later don't need a new run, but mixing
+    # shards scored under different filters would silently corrupt the table.
+    relevant = {"filters": config.filters.model_dump(mode="json"), "score_all": score_all}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def worker_cascade(config_json: str, score_all: bool):
+    from pipeline.cascade import Cascade
+
+    key = f"{score_all}:{config_json}"
+    if key not in _WORKER_CASCADES:
+        threads = int(os.environ.get("PHOTOGENIC_WORKER_THREADS", "0") or 0)
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        cascade = Cascade(Config.model_validate_json(config_json), score_all=score_all)
+        cascade.setup()
+        _WORKER_CASCADES[key] = cascade
+    return _WORKER_CASCADES[key]
+
+
+def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -> dict[str, Any]:
+    """Score one shard into its part file; returns the shard's counts."""
+    final = part_path(scores_dir, spec.id)
+    tmp = tmp_path(final)
+    counts: Counter = Counter()
+    timings_before = dict(cascade.timings)
+    start = time.perf_counter()
+    rows = 0
+    with pq.ParquetWriter(tmp, SCORE_SCHEMA) as writer:
+        for batch in read_shard(spec, batch_rows=batch_rows, max_bytes=cascade.max_bytes):
+            scored = cascade.process(batch)
+            writer.write_batch(scored)
+            rows += scored.num_rows
+            for reason in scored.column("reject_reason").to_pylist():
+                counts[reason or "passed"] += 1
+    stats = {
+        "shard": spec.id,
+        "rows": rows,
+        "counts": dict(counts),
+        "seconds": time.perf_counter() - start,
+        "stage_seconds": {k: v - timings_before.get(k, 0.0) for k, v in cascade.timings.items()},
+        "meaningless": cascade.meaningless,
+        "skipped_filters": cascade.skipped,
+        "pid": os.getpid(),
+    }
+    write_json_atomic(stats, stats_path(scores_dir, spec.id))
+    os.replace(tmp, final)  # the commit point: the shard is done once its part file exists
+    return stats
+
+
+def _partition_fn(config_json: str, score_all: bool, scores_dir: str, batch_rows: int):
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        cascade = worker_cascade(config_json, score_all)
+        for batch in batches:
+            for spec_json in batch.column("spec").to_pylist():
+                spec = ShardSpec.from_json(spec_json)
+                stats = process_shard(spec, cascade, Path(scores_dir), batch_rows)
+                yield pa.RecordBatch.from_pydict(
+                    {"shard": [spec.id], "stats": [json.dumps(stats)]}, schema=SUMMARY_SCHEMA
+                )
+
+    return run
+
+
+def pending_shards(shards: list[ShardSpec], scores_dir: Path) -> list[ShardSpec]:
+    return [s for s in shards if not part_path(scores_dir, s.id).exists()]
+
+
+def _check_fingerprint(scores_dir: Path, fingerprint: str, pool: str) -> None:
+    job_file = scores_dir / "_job.json"
+    if job_file.exists():
+        recorded = json.loads(job_file.read_text())
+        if recorded.get("fingerprint") != fingerprint:
+            raise JobConfigMismatch(
+                f"{scores_dir} holds scores made with different filter settings "
+                f"({recorded.get('fingerprint')} vs {fingerprint}); use a new --out or delete it"
+            )
+
+
+def run_filter(
+    pool: str | Path,
+    out: str | Path,
+    config: Config | None = None,
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+    score_all: bool | None = None,
+    progress: bool = False,
+    spark=None,
+) -> dict[str, Any]:
+    """Run (or resume) the filter job; returns the funnel summary written to `_funnel.json`."""
+    config = config or Config()
+    score_all = config.job.score_all if score_all is None else score_all
+    scores_dir = Path(out) / "scores"
+    scores_dir.mkdir(parents=True, exist_ok=True)
+    shards = discover_shards(pool, config.job.folder_shard_size)
+    fingerprint = job_fingerprint(config, score_all)
+    _check_fingerprint(scores_dir, fingerprint, str(pool))
+    remove_stale_tmp(scores_dir)
+    write_json_atomic(
+        {"pool": str(Path(pool).resolve()), "fingerprint": fingerprint, "shards": [s.id for s in shards],
+         "config": config.model_dump(mode="json"), "score_all": score_all},
+        scores_dir / "_job.json",
+    )
+    todo = pending_shards(shards, scores_dir)
+    started = time.time()
+    if todo:
+        clear_success(scores_dir)
+        spark = spark or _spark_for(config, master, conf)
+        _run_on_spark(spark, todo, config, score_all, scores_dir, len(shards), progress)
+    funnel = summarise(scores_dir, shards, config)
+    funnel["wall_seconds_this_run"] = round(time.time() - started, 3)
+    funnel["shards_run_this_time"] = len(todo)
+    write_json_atomic(funnel, scores_dir / "_funnel.json")
+    mark_success(scores_dir)
+    return funnel
+
+
+def _spark_for(config: Config, master: str | None, conf: dict[str, str] | None):
+    from pipeline.spark import get_spark
+
+    return get_spark(config, master, conf)
+
+
+def _run_on_spark(spark, todo, config, score_all, scores_dir, total, progress) -> None:
+    sc = spark.sparkContext
+    rows = [(s.to_json(),) for s in todo]
+    df = spark.createDataFrame(sc.parallelize(rows, numSlices=len(rows)), "spec string")
+    fn = _partition_fn(config.model_dump_json(), score_all, str(scores_dir.resolve()), config.job.batch_rows)
+    job = df.mapInArrow(fn, "shard string, stats string")
+    if not progress:
+        job.collect()
+        return
+    error: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _collect(job, error), daemon=True)
+    worker.start()
+    _show_progress(worker, scores_dir, total)
+    if error:
+        raise error[0]
+
+
+def _collect(job, error: list[BaseException]) -> None:
+    try:
+        job.collect()
+    except BaseException as err:  # re-raised in the main thread
+        error.append(err)
+
+
+def _show_progress(worker: threading.Thread, scores_dir: Path, total: int) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("filter"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
+                  TextColumn("{task.fields[rows]} rows"), TimeElapsedColumn()) as bar:
+        task = bar.add_task("shards", total=total, rows=0)
+        while worker.is_alive():
+            worker.join(1.0)
+            done, rows = _progress_counts(scores_dir)
+            bar.update(task, completed=done, rows=f"{rows:,}")
+
+
+def _progress_counts(scores_dir: Path) -> tuple[int, int]:
+    done = rows = 0
+    for p in (scores_dir / "_stats").glob("*.json"):
+        try:
+            rows += json.loads(p.read_text())["rows"]
+            done += 1
+        except (ValueError, OSError, KeyError):
+            pass
+    return done, rows
+
+
+def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict[str, Any]:
+    counts: Counter = Counter()
+    stage_seconds: Counter = Counter()
+    meaningless: set[str] = set()
+    skipped: dict[str, str] = {}
+    rows = 0
+    for s in shards:
+        stats = json.loads(stats_path(scores_dir, s.id).read_text())
+        rows += stats["rows"]
+        counts.update(stats["counts"])
+        stage_seconds.update(stats.get("stage_seconds", {}))
+        meaningless.update(stats.get("meaningless", []))
+        skipped.update(stats.get("skipped_filters", {}))
+    reasons = {r: counts.get(r, 0) for r in REJECT_REASONS}
+    reasons.update({r: c for r, c in counts.items() if r not in reasons and r != "passed"})
+    return {
+        "rows_in": rows,
+        "passed": counts.get("passed", 0),
+        "rejected": rows - counts.get("passed", 0),
+        "reject_reasons": reasons,
+        "shards": len(shards),
+        "stage_seconds": dict(stage_seconds),
+        "meaningless": sorted(meaningless),
+        "skipped_filters": skipped,
+        "config": config.model_dump(mode="json"),
+        "config_toml": dump_config(config),
+    }

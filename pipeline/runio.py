@@ -1,0 +1,77 @@
+"""Atomic, rerunnable outputs: temp name, then rename, then a marker."""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SUCCESS = "_SUCCESS"
+TMP_MARK = ".tmp-"
+
+
+def tmp_path(path: Path) -> Path:
+    # Hidden and suffixed so readers (DuckDB globs, Spark) never pick up a half-written file.
+    return path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+
+
+def _fsync_rename(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | Path, **kwargs: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    pq.write_table(table, tmp, **kwargs)
+    _fsync_rename(tmp, path)
+    return path
+
+
+def write_json_atomic(obj: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    _fsync_rename(tmp, path)
+    return path
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path(path)
+    tmp.write_bytes(data)
+    _fsync_rename(tmp, path)
+    return path
+
+
+def mark_success(directory: str | Path) -> None:
+    write_json_atomic({"ok": True}, Path(directory) / SUCCESS)
+
+
+def is_complete(directory: str | Path) -> bool:
+    return (Path(directory) / SUCCESS).exists()
+
+
+def clear_success(directory: str | Path) -> None:
+    (Path(directory) / SUCCESS).unlink(missing_ok=True)
+
+
+def remove_stale_tmp(directory: str | Path) -> int:
+    """Delete temp files a killed run left behind; returns how many."""
+    directory = Path(directory)
+    if not directory.exists():
+        return 0
+    n = 0
+    for p in directory.rglob(f".*{TMP_MARK}*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

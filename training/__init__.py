@@ -1,0 +1,1 @@
+"""Quality-tuning trainer and evaluation, on diffusers and accelerate."""
