@@ -11,11 +11,13 @@ import hashlib
 import importlib
 import io
 import logging
+import re
 import time
 import warnings
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from PIL import Image
 
@@ -75,6 +77,24 @@ def build_filters(config: Config) -> tuple[list[Any], dict[str, str]]:
     return built, skipped
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        # 16-bit and float greys: Pillow's convert clips them to white; rescale to 8 bits.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)).convert("RGB")
+    if "A" in img.mode or img.mode == "P":
+        return img.convert("RGBA").convert("RGB")
+    return img.convert("RGB")
+
+
+def _describe(err: Exception) -> str:
+    # No object addresses in details: reruns must produce identical rows.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", f"{type(err).__name__}: {err}")[:300]
+
+
 def _signed_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -128,9 +148,9 @@ class Cascade:
                 img = Image.open(io.BytesIO(s.data))
                 s.width, s.height, s.format = img.width, img.height, img.format
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            return f"pixel bomb: {err}"[:300]
+            return f"pixel bomb: {_describe(err)}"
         except Exception as err:  # anything Pillow cannot identify is unreadable, whatever it raised
-            return f"not an image: {type(err).__name__}: {err}"[:300]
+            return f"not an image: {_describe(err)}"
         if not s.width or not s.height:
             return "image has zero size"
         if s.width * s.height > self.max_pixels:
@@ -145,13 +165,12 @@ class Cascade:
                 if self.decode_size and img.format == "JPEG":
                     img.draft("RGB", (self.decode_size, self.decode_size))
                 img.load()
-                if img.mode != "RGB":
-                    img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" else img.convert("RGB")
+                img = to_rgb(img)
                 if self.decode_size and max(img.size) > self.decode_size:
                     img.thumbnail((self.decode_size, self.decode_size), Image.Resampling.BILINEAR)
                 s.image = img
         except Exception as err:
-            return f"cannot decode: {type(err).__name__}: {err}"[:300]
+            return f"cannot decode: {_describe(err)}"
         return None
 
     # -- the cascade -------------------------------------------------------------------------
@@ -247,7 +266,7 @@ class Cascade:
                 except Exception as one:
                     i = next(k for k, x in enumerate(samples) if x is s)
                     readable[i] = False
-                    fail(i, "unreadable", f"embedding failed: {one}"[:300])
+                    fail(i, "unreadable", f"embedding failed: {_describe(one)}")
         self.timings["embed"] += time.perf_counter() - start
         self.scored["embed"] += len(batch)
 
@@ -265,7 +284,7 @@ class Cascade:
                     verdicts.append(f.decide(one)[0])
                 except Exception as e:
                     one = {c: [None] for c in f.columns}
-                    verdicts.append(f"!error {type(e).__name__}: {e}"[:300])
+                    verdicts.append(f"!error {_describe(e)}")
                 for col, vals in one.items():
                     scores.setdefault(col, []).append(vals[0])
         self.timings[f.name] += time.perf_counter() - start

@@ -56,8 +56,10 @@ class OcrFilterConfig(Section):
     enabled: bool = True
     max_words: int = 5
     engine: Literal["rapidocr", "paddleocr"] = "rapidocr"
-    det_size: int = 960  # long side the detector sees
-    batch_size: int = 8
+    det_size: int = 640  # long side the text detector sees (a downscaled copy)
+    rec_size: int = 1024  # long side of the decode that found text boxes are cropped from for recognition
+    min_text_score: float = 0.5  # recognised lines below this confidence are ignored
+    batch_size: int = 8  # text lines per recognition batch
 
 
 class ClipFilterConfig(Section):
@@ -80,6 +82,7 @@ class ConceptsFilterConfig(Section):
     enabled: bool = True
     taxonomy: str | None = None  # None: filters/data/concepts.toml
     zero_shot: Literal["auto", "on", "off"] = "auto"  # auto: only with real CLIP weights
+    min_zero_shot_prob: float = 0.3  # below this (and no caption keyword) the row is tagged `other`
 
 
 class FiltersConfig(Section):
@@ -113,17 +116,26 @@ class FilterJobConfig(Section):
 
 
 class SelectConfig(Section):
-    target: int = 200_000
+    target: int = Field(200_000, ge=0)
     seed: int = 0
     engine: Literal["duckdb", "spark"] = "duckdb"
-    near_dup_hamming: int = 6
-    near_dup_bands: int = 8
+    # Near duplicates: pHash Hamming distance <= near_dup_hamming. The 64 bits are split into
+    # near_dup_bands bands; pairs sharing a band are verified. Complete when bands > hamming
+    # (pigeonhole); fewer bands is faster but approximate (see README, "select").
+    near_dup_hamming: int = Field(3, ge=0, le=64)
+    near_dup_bands: int = Field(4, ge=1, le=32)
     balance: Literal["quota", "metaclip"] = "quota"
-    concept_weights: dict[str, float] = Field(default_factory=dict)  # default: equal
-    metaclip_t: int = 20_000
+    concept_weights: dict[str, float] = Field(default_factory=dict)  # unlisted: 1.0; 0 drops
+    metaclip_t: int | None = Field(None, ge=1)  # None: t chosen so the expected total is target
     engagement: Literal["bayes", "wilson", "likes"] = "bayes"
-    bayes_prior_views: float = 1000.0
+    bayes_prior_views: float = Field(1000.0, gt=0)  # weight of the pooled like rate, in views
+    bayes_prior_rate: float | None = Field(None, ge=0, le=1)  # None: pooled rate of the input
+    wilson_z: float = Field(1.96, gt=0)
     min_engagement: float | None = None
+    audit: bool = True  # write candidates/_dropped/ (key, reason, dup_of) for every dropped row
+    memory_limit: str = "4GB"  # DuckDB; spills to temp_directory beyond it
+    threads: int | None = Field(None, ge=1)  # DuckDB; None: all cores
+    temp_directory: str | None = None  # DuckDB spill dir; None: RUN/.select-tmp
 
 
 def _review_config():

@@ -70,7 +70,7 @@ def discover_shards(pool: str | Path, folder_shard_size: int = 1000) -> list[Sha
         str(p.relative_to(pool)) for p in pool.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
     )
     parquets = sorted(p for p in pool.rglob("*.parquet") if not p.name.startswith((".", "_")))
-    if parquets and not images:
+    if parquets:  # images beside parquet files are referenced by path from them
         return [ShardSpec(_shard_id(pool, p), "parquet", str(p.resolve())) for p in parquets]
     if images:
         root = str(pool.resolve())
@@ -196,6 +196,8 @@ def _read_tar(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
                     group[ext] = tf.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as err:
         broken = f"shard truncated or corrupt: {err}"
+        if "image" not in group:
+            group["error"] = broken
     row = flush()
     if row:
         yield row

@@ -1,0 +1,73 @@
+"""Spark engine of `photogenic select`: the same SQL as DuckDB (pipeline/select.py) via spark.sql."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline.config import Config
+from pipeline.select import Dialect
+
+
+class SparkDialect(Dialect):
+    name = "spark"
+
+    def xor(self, a: str, b: str) -> str:
+        return f"({a} ^ {b})"
+
+    def shift_right(self, a: str, n: int) -> str:
+        return f"shiftright({a}, {n})"
+
+    def hash60(self, expr: str) -> str:
+        return f"CAST(conv(substr(md5({expr}), 1, 15), 16, 10) AS BIGINT)"
+
+
+class SparkEngine:
+    dialect = SparkDialect()
+
+    def __init__(self, files: list[Path], config: Config, master: str | None, conf: dict[str, str] | None):
+        from pipeline.spark import get_spark
+
+        self.spark = get_spark(config, master, conf)
+        self._frames = {}
+        scores = self.spark.read.parquet(*[str(p.resolve()) for p in files])
+        scores.createOrReplaceTempView("scores")
+
+    def materialize(self, name: str, sql: str) -> None:
+        from pyspark import StorageLevel
+
+        self.drop(name)
+        frame = self.spark.sql(sql).persist(StorageLevel.MEMORY_AND_DISK)
+        frame.createOrReplaceTempView(name)
+        self._frames[name] = frame
+
+    def drop(self, name: str) -> None:
+        frame = self._frames.pop(name, None)
+        if frame is not None:
+            frame.unpersist()
+        self.spark.catalog.dropTempView(name)
+
+    def fetch(self, sql: str) -> pa.Table:
+        return self.spark.sql(sql).toArrow()
+
+    def register(self, name: str, table: pa.Table) -> None:
+        self.drop(name)
+        frame = self.spark.createDataFrame(table.to_pandas(), schema=_spark_schema(table.schema))
+        frame = frame.persist()
+        frame.createOrReplaceTempView(name)
+        self._frames[name] = frame
+
+    def write_parquet(self, sql: str, directory: Path, schema: pa.Schema) -> None:
+        cols = ", ".join(f"CAST({f.name} AS STRING) AS {f.name}" for f in schema)
+        self.spark.sql(f"SELECT {cols} FROM ({sql})").write.mode("overwrite").parquet(str(directory.resolve()))
+
+    def close(self) -> None:
+        for name in list(self._frames):
+            self.drop(name)
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql import types as T
+
+    kinds = {pa.int64(): T.LongType(), pa.string(): T.StringType(), pa.large_string(): T.StringType()}
+    return T.StructType([T.StructField(f.name, kinds[f.type], True) for f in schema])
