@@ -10,7 +10,7 @@ export JAVA_HOME ?= /usr/lib/jvm/java-17-openjdk-amd64
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
 
-.PHONY: setup demo test bench label-studio report sample-pool clean
+.PHONY: setup demo test test-deps bench label-studio report sample-pool clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,11 @@ sample-pool: $(POOL)/_SUCCESS
 demo: setup sample-pool
 	bash pipeline/demo.sh $(POOL) $(RUN)
 
-test: setup
+# Browser tests drive Debian's chromium (no browser downloads); root installs it when missing.
+test-deps:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: setup test-deps
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: setup sample-pool

@@ -1,9 +1,17 @@
 """`photogenic` command line. Stage commands load lazily so `photogenic config` stays instant."""
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == "__main__":
+    # Run as a file (spark-submit pipeline/cli.py ...): keep pipeline/select.py from shadowing
+    # the standard library's `select` module.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
 import importlib
 import logging
-import sys
 
 import click
 
@@ -34,7 +42,8 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
-            @click.command(name, help=f"(unavailable: {err})")
+            @click.command(name, help=f"(unavailable: {err})",
+                           context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
             def unavailable() -> None:
                 raise click.ClickException(f"'{name}' is not available: {err}")
 

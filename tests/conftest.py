@@ -85,3 +85,14 @@ def artifacts() -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def cheap_run(sample_pool, cheap_config_path, tmp_path_factory, spark) -> Path:
+    """The sample pool through the filter job with the cheap filters only."""
+    from pipeline.config import load_config
+    from pipeline.filter_job import run_filter
+
+    run = tmp_path_factory.mktemp("cheap") / "run"
+    run_filter(sample_pool, run, load_config(cheap_config_path), spark=spark)
+    return run

@@ -24,13 +24,6 @@ def truth(pool: Path) -> dict:
     return json.loads((pool / "ground_truth.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def cheap_run(sample_pool, cheap_config_path, tmp_path_factory, spark) -> Path:
-    run = tmp_path_factory.mktemp("cheap") / "run"
-    run_filter(sample_pool, run, load_config(cheap_config_path), spark=spark)
-    return run
-
-
 def test_every_planted_defect_gets_its_reason(sample_pool, cheap_run):
     gt = truth(sample_pool)
     rows = duckdb.sql(f"select key, reject_reason, reject_detail from '{cheap_run}/scores/*.parquet'").fetchall()
