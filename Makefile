@@ -38,11 +38,12 @@ test-deps:
 test: setup test-deps
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Run as modules: `python bench/select.py` would shadow the standard library's `select`.
 bench: setup sample-pool
-	$(BIN)/python bench/filters.py
-	$(BIN)/python bench/select.py
-	$(BIN)/python bench/review.py
-	$(BIN)/python bench/train.py
+	$(BIN)/python -m bench.filters
+	$(BIN)/python -m bench.select
+	$(BIN)/python -m bench.review
+	$(BIN)/python -m bench.train
 
 label-studio: setup
 	$(BIN)/photogenic review server start

@@ -79,6 +79,9 @@ def load_curated(run: Path, stage: str) -> tuple[pa.Table, dict[str, Any]]:
     if stage not in STAGE_DIRS:
         raise ExportError(f"--from must be one of {', '.join(STAGE_DIRS)}, not {stage!r}")
     directory = run / STAGE_DIRS[stage]
+    if directory.exists() and not is_complete(directory):
+        raise ExportError(f"{directory} is unfinished (no {SUCCESS} marker): let its stage "
+                          "finish or rerun it before exporting")
     if stage == "candidates":
         table = _read_tables(_parquet_files(directory))
         if table is None:
@@ -199,17 +202,96 @@ def caption_for(score: dict[str, Any], decision: dict[str, Any]) -> str:
     return ""
 
 
-def collect_samples(run: Path, stage: str, config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Everything to export, in key order, with image bytes; and what was skipped and why."""
-    curated, stage_counts = load_curated(run, stage)
+class SampleWriter:
+    """Streams samples into the webdataset shards, the imagefolder and the manifest rows.
+
+    One image is held in memory at a time (a curated set of 2K full-size photos would not fit).
+    """
+
+    def __init__(self, root: Path, config):
+        self.root, self.config = root, config
+        self.shards: dict[str, Any] = {}  # split -> webdataset.ShardWriter, opened on first use
+        self.metadata: dict[str, list[str]] = {s: [] for s in SPLITS}
+        self.manifest: list[dict[str, Any]] = []
+
+    def _shard_writer(self, split: str):
+        import webdataset as wds
+
+        if split not in self.shards:
+            folder = self.root / "webdataset"
+            folder.mkdir(parents=True, exist_ok=True)
+            self.shards[split] = wds.ShardWriter(
+                str(folder / f"{split}-%05d.tar"), maxcount=self.config.shard_size, verbose=0,
+                encoder=False, mtime=TAR_MTIME)
+        return self.shards[split]
+
+    def add(self, key: str, data: bytes, score: dict[str, Any], decision: dict[str, Any],
+            stage: str, split: str) -> None:
+        name, ext = safe_name(key), image_extension(data, score.get("format"))
+        text = caption_for(score, decision)
+        record = _sample_record(key, score, decision, stage, split)
+        sink = self._shard_writer(split)
+        sink.write({
+            "__key__": name,
+            ext: data,
+            "txt": text.encode(),
+            "json": json.dumps(record, sort_keys=True, default=_json_default).encode(),
+        })
+        file_name = f"{name}.{ext}"
+        if self.config.imagefolder:
+            folder = self.root / "imagefolder" / split
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / file_name).write_bytes(data)
+            self.metadata[split].append(json.dumps(
+                {"file_name": file_name, "text": text, "key": key}, ensure_ascii=False))
+        self.manifest.append(self._manifest_row(record, text, split, file_name, name,
+                                                Path(sink.fname).name, data))
+
+    @staticmethod
+    def _manifest_row(record, text, split, file_name, name, shard, data) -> dict[str, Any]:
+        row = {k: v for k, v in record.items() if k not in ("decision", "export")}
+        row.update({f"decision_{k}": v for k, v in record["decision"].items()})
+        row.update({
+            "split": split,
+            "text": text,
+            "file_name": f"imagefolder/{split}/{file_name}",
+            "wds_shard": f"webdataset/{shard}",
+            "wds_key": name,
+            "image_sha256": hashlib.sha256(data).hexdigest(),
+            "image_bytes": len(data),
+        })
+        # Nested decision values (lists, dicts) become JSON strings: a flat parquet schema.
+        return {k: json.dumps(v, sort_keys=True, default=_json_default)
+                if isinstance(v, (dict, list)) else v for k, v in row.items()}
+
+    def close(self) -> None:
+        for sink in self.shards.values():
+            sink.close()
+        for split, lines in self.metadata.items():
+            if lines:
+                (self.root / "imagefolder" / split / "metadata.jsonl").write_text(
+                    "\n".join(lines) + "\n")
+        # from_pylist takes its columns from the first row; rows from candidates and from
+        # scores differ (candidates add engagement, dup_group, ...), so name the union.
+        columns = list(dict.fromkeys(k for row in self.manifest for k in row))
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in self.manifest])
+        pq.write_table(table, self.root / "manifest.parquet")
+
+    def split_counts(self) -> dict[str, int]:
+        return {sp: sum(1 for r in self.manifest if r["split"] == sp) for sp in SPLITS}
+
+
+def write_samples(run: Path, stage: str, config, root: Path) -> dict[str, Any]:
+    """Export every kept key of `stage` into `root`, in key order; returns counts and skips."""
+    from tqdm import tqdm
+
+    curated, read_counts = load_curated(run, stage)
     decisions = {row["key"]: row for row in curated.to_pylist()}
     keys = sorted(decisions)
     scores = load_score_rows(run, keys)
     splits = assign_splits(keys, config.validation_fraction, config.split_salt)
-    samples, skipped = [], []
-    from tqdm import tqdm
-
-    for key in tqdm(keys, desc="export: reading images", unit="img", disable=len(keys) < 200):
+    writer, skipped = SampleWriter(root, config), []
+    for key in tqdm(keys, desc="export", unit="img", disable=len(keys) < 200):
         score = scores.get(key)
         if score is None:
             skipped.append({"key": key, "reason": "no score row in candidates or scores"})
@@ -219,87 +301,17 @@ def collect_samples(run: Path, stage: str, config) -> tuple[list[dict[str, Any]]
         except SourceError as err:
             skipped.append({"key": key, "reason": f"unreadable source: {err}"})
             continue
-        sha = hashlib.sha256(data).hexdigest()
-        if score.get("sha256") and score["sha256"] != sha:
+        if score.get("sha256") and score["sha256"] != hashlib.sha256(data).hexdigest():
             skipped.append({"key": key, "reason": "image bytes changed since scoring (sha256)"})
             continue
-        samples.append({
-            "key": key,
-            "name": safe_name(key),
-            "bytes": data,
-            "sha256": sha,
-            "ext": image_extension(data, score.get("format")),
-            "text": caption_for(score, decisions[key]),
-            "split": splits[key],
-            "record": _sample_record(key, score, decisions[key], stage, splits[key]),
-        })
-    return samples, {"stage": stage_counts, "skipped": skipped}
-
-
-def write_webdataset(samples: list[dict[str, Any]], root: Path, shard_size: int) -> dict[str, str]:
-    """Shards per split; returns key -> shard file name (relative to root)."""
-    import webdataset as wds
-
-    root.mkdir(parents=True, exist_ok=True)
-    where = {}
-    for split in SPLITS:
-        part = [s for s in samples if s["split"] == split]
-        if not part:
-            continue
-        pattern = str(root / f"{split}-%05d.tar")
-        with wds.ShardWriter(pattern, maxcount=shard_size, verbose=0, encoder=False,
-                             mtime=TAR_MTIME) as sink:
-            for s in part:
-                sink.write({
-                    "__key__": s["name"],
-                    s["ext"]: s["bytes"],
-                    "txt": s["text"].encode(),
-                    "json": json.dumps(s["record"], sort_keys=True, default=_json_default).encode(),
-                })
-                where[s["key"]] = Path(sink.fname).name
-    return where
-
-
-def write_imagefolder(samples: list[dict[str, Any]], root: Path) -> None:
-    for split in SPLITS:
-        part = [s for s in samples if s["split"] == split]
-        if not part:
-            continue
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for s in part:
-            file_name = f"{s['name']}.{s['ext']}"
-            (folder / file_name).write_bytes(s["bytes"])
-            lines.append(json.dumps({"file_name": file_name, "text": s["text"], "key": s["key"]},
-                                    ensure_ascii=False))
-        (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-
-
-def manifest_table(samples: list[dict[str, Any]], shards: dict[str, str]) -> pa.Table:
-    rows = []
-    for s in samples:
-        rec = s["record"]
-        row = {k: v for k, v in rec.items() if k not in ("decision", "export")}
-        row.update({f"decision_{k}": v for k, v in rec["decision"].items()})
-        row.update({
-            "split": s["split"],
-            "text": s["text"],
-            "file_name": f"imagefolder/{s['split']}/{s['name']}.{s['ext']}",
-            "wds_shard": f"webdataset/{shards[s['key']]}",
-            "wds_key": s["name"],
-            "image_sha256": s["sha256"],
-            "image_bytes": len(s["bytes"]),
-        })
-        rows.append(row)
-    if not rows:
-        return pa.table({"key": pa.array([], pa.string())})
-    # JSON-ish decision values (lists, dicts) are stored as JSON strings for a flat schema.
-    for row in rows:
-        for k, v in row.items():
-            if isinstance(v, (dict, list)):
-                row[k] = json.dumps(v, sort_keys=True, default=_json_default)
-    return pa.Table.from_pylist(rows)
+        writer.add(key, data, score, decisions[key], stage, splits[key])
+    if not writer.manifest:
+        raise ExportError(
+            f"nothing to export from {stage}: {read_counts['kept']} kept, {len(skipped)} skipped"
+            + (f" (first: {skipped[0]['reason']})" if skipped else ""))
+    writer.close()
+    return {"stage": read_counts, "skipped": skipped, "exported": len(writer.manifest),
+            "splits": writer.split_counts()}
 
 
 def sha256_file(path: Path) -> str:
@@ -384,12 +396,11 @@ def input_fingerprint(run: Path, stage: str, export_config) -> str:
     return h.hexdigest()
 
 
-def build_lineage(run: Path, stage: str, config, samples, extra, root: Path,
+def build_lineage(run: Path, stage: str, config, written: dict[str, Any], root: Path,
                   fingerprint: str) -> dict[str, Any]:
     funnel = _read_json(run / "scores" / "_funnel.json") or {}
     filter_config = (funnel.get("config") or {}).get("filters") or config.filters.model_dump(
         mode="json")
-    splits = {sp: sum(1 for s in samples if s["split"] == sp) for sp in SPLITS}
     return {
         "run": str(run.resolve()),
         "from": stage,
@@ -402,9 +413,10 @@ def build_lineage(run: Path, stage: str, config, samples, extra, root: Path,
         "thresholds": filter_config,
         "models": _model_names(filter_config, funnel),
         "package_versions": _package_versions(),
-        "counts": {**stage_counts(run), "exported": len(samples), "splits": splits,
-                   "skipped": len(extra["skipped"]), "read_from_stage": extra["stage"]},
-        "skipped": extra["skipped"],
+        "counts": {**stage_counts(run), "exported": written["exported"],
+                   "splits": written["splits"], "skipped": len(written["skipped"]),
+                   "read_from_stage": written["stage"]},
+        "skipped": written["skipped"],
         "candidates_summary": _read_json(run / "candidates" / "_summary.json"),
         "files": file_hashes(root),
     }
@@ -460,20 +472,11 @@ def export_run(run: str | Path, out: str | Path | None = None, stage: str = "pas
             return ExportResult(out, True, lineage.get("counts", {}))
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(out)
-    samples, extra = collect_samples(run, stage, config.export)
-    if not samples:
-        raise ExportError(
-            f"nothing to export from {stage}: {extra['stage']['kept']} kept, "
-            f"{len(extra['skipped'])} skipped"
-            + (f" (first: {extra['skipped'][0]['reason']})" if extra["skipped"] else "")
-        )
     tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        shards = write_webdataset(samples, tmp / "webdataset", config.export.shard_size)
-        if config.export.imagefolder:
-            write_imagefolder(samples, tmp / "imagefolder")
-        pq.write_table(manifest_table(samples, shards), tmp / "manifest.parquet")
-        lineage = build_lineage(run, stage, config, samples, extra, tmp, fingerprint)
+        tmp.mkdir()
+        written = write_samples(run, stage, config.export, tmp)
+        lineage = build_lineage(run, stage, config, written, tmp, fingerprint)
         (tmp / "lineage.json").write_text(
             json.dumps(lineage, indent=2, sort_keys=True, default=_json_default) + "\n")
         (tmp / SUCCESS).write_text(json.dumps({"ok": True}) + "\n")

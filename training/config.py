@@ -1,7 +1,9 @@
 """Config sections `[export]`, `[train]`, `[eval]` (owned by the training side)."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Section(BaseModel):
@@ -9,15 +11,66 @@ class _Section(BaseModel):
 
 
 class ExportConfig(_Section):
-    validation_fraction: float = 0.1
-    shard_size: int = 1000
+    # Share of curated keys held out (by a hash of the key) for validation and early stopping.
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_salt: str = ""  # change to draw a different (still deterministic) split
+    shard_size: int = Field(1000, ge=1)  # samples per webdataset tar
+    imagefolder: bool = True  # also write imagefolder/{train,validation}/ + metadata.jsonl
 
 
 class TrainConfig(_Section):
-    batch_size: int = 64
+    # Emu's recipe: effective batch 64 = micro_batch_size x grad accumulation x devices.
+    batch_size: int = Field(64, ge=1)
+    micro_batch_size: int = Field(4, ge=1)
     noise_offset: float = 0.1
-    max_steps: int = 5000
+    max_steps: int = Field(5000, ge=1)
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "constant_with_warmup"  # any diffusers.optimization scheduler name
+    lr_warmup_steps: int = Field(100, ge=0)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    use_ema: bool = True
+    ema_decay: float = 0.9999  # diffusers EMAModel warms the decay up from 0 in early steps
+    caption_dropout: float = Field(0.1, ge=0.0, le=1.0)  # empty caption, for CFG
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: bf16/fp16 on cuda
+    device: str = "auto"
+    seed: int = 0
+    # Pixels of the square base bucket; None: the base model's native size (unet x vae).
+    resolution: int | None = None
+    # Bucket sides are multiples of this; None: 64, or for models under 512 px the smallest
+    # size the VAE and UNet accept (16 for the tiny test model).
+    bucket_step: int | None = Field(None, ge=8)
+    max_aspect: float = Field(2.0, ge=1.0)
+    latent_cache: bool = True  # encode latents and captions once, on disk
+    # Early stopping on a deterministic validation loss (fixed timesteps and noise).
+    validate_every: int = Field(100, ge=1)
+    patience: int = Field(5, ge=1)
+    min_delta: float = 0.0
+    validation_timesteps: int = Field(10, ge=1)  # evenly spaced over the schedule
+    validation_seed: int = 1234
+    checkpoint_every: int | None = None  # None: at every validation
+    keep_checkpoints: int = Field(2, ge=1)
 
 
 class EvalConfig(_Section):
-    seed: int = 0
+    """`photogenic eval`: base vs tuned on the same prompts and seeds, then an A/B review."""
+
+    seed: int = 0  # seeds the left/right randomisation of the A/B tasks
+    seeds: list[int] = [0, 1]  # image seeds per prompt; both models get the same ones
+    steps: int = 30  # denoising steps
+    guidance_scale: float = 7.5
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
+    batch_size: int = 4  # prompts per pipeline call
+    device: str = "auto"
+    max_prompts: int | None = None  # None: every prompt; else N spread over the categories
+    clip_model: str | None = None  # None: [filters.clip] model / pretrained
+    clip_pretrained: str | None = None
+    aesthetic_head: str | None = None  # None: [filters.aesthetic] head (skipped if unset too)
+    clip_tie_margin: float = 0.002  # |tuned - base| at or below this is a tie
+    aesthetic_tie_margin: float = 0.05
+    appeal_raters: int = 5  # the paper's protocol: 5 raters, prompt hidden
+    faithfulness_raters: int = 3  # 3 raters, prompt shown, "both"/"neither" count as ties

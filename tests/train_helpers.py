@@ -1,0 +1,41 @@
+"""Shared set-up for the trainer tests: a tiny exported set and a tiny base model, CPU-cheap."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import parse_config
+from pipeline.export import export_run
+from tests.export_helpers import make_fake_run
+from training.config import TrainConfig
+from training.tiny import make_tiny_base
+
+# Small enough for 2 shared cores: 64 px, micro-batch 2, effective batch 4 (accumulation 2).
+TINY_TRAIN = dict(
+    batch_size=4, micro_batch_size=2, learning_rate=1e-3, lr_warmup_steps=2, max_steps=20,
+    validate_every=5, patience=3, validation_timesteps=4, ema_decay=0.9,
+)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY_TRAIN, **overrides})
+
+
+def make_tiny_set(root: Path) -> tuple[Path, Path]:
+    """(export dir, base model dir) under root: 9 real photos, 3 of them held out."""
+    run = make_fake_run(root / "fake")
+    config = parse_config({"export": {"validation_fraction": 0.25}})
+    export = export_run(run, root / "export", config=config).out
+    base = make_tiny_base(root / "base")
+    return export, base
+
+
+def unet_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    path = folder / "diffusion_pytorch_model.safetensors"
+    return load_file(path if path.exists() else folder / "unet.safetensors")
+
+
+def max_abs_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)

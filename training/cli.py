@@ -1,0 +1,77 @@
+"""`photogenic train`: a thin CLI over `training.trainer` (also runs under `accelerate launch`).
+
+    photogenic train --data RUN/export --base-model BASE --out RUN/model [--max-steps N]
+                     [--resume] [--config FILE]
+    photogenic train --make-tiny-base DIR
+    accelerate launch --multi_gpu --num_processes 8 -m training.cli --data ... --out ...
+    torchrun --nproc_per_node 2 -m training.cli ...   (several CPU processes, gloo)
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+
+def _train_config(config_path: str | None, out: Path, resume: bool, max_steps: int | None):
+    from pipeline.config import load_config
+    from training.config import TrainConfig
+    from training.trainer import STATE
+
+    saved = out / STATE / "run.json"
+    if resume and config_path is None and saved.exists():
+        # A resume continues the run as it was configured, not with today's defaults.
+        config = TrainConfig.model_validate(json.loads(saved.read_text())["config"])
+    else:
+        config = load_config(config_path).train
+    if max_steps is not None:
+        config = config.model_copy(update={"max_steps": max_steps})
+    return config
+
+
+@click.command("train")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False),
+              help="Export folder (RUN/export) or an imagefolder with metadata.jsonl.")
+@click.option("--base-model", type=click.Path(file_okay=False),
+              help="Local diffusers pipeline directory to fine-tune.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Output: becomes a diffusers pipeline; state in OUT/training_state/.")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Override [train].max_steps.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
+@click.option("--make-tiny-base", "tiny_dir", type=click.Path(file_okay=False),
+              help="Only write a tiny random-weight diffusers base model to this folder.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def train_cmd(data_dir, base_model, out_dir, max_steps, resume, config_path, tiny_dir,
+              quiet) -> None:
+    """Quality-tune a latent-diffusion UNet on the curated export (Emu recipe, early stopping)."""
+    from pipeline.config import ConfigError
+
+    if tiny_dir:
+        from training.tiny import make_tiny_base
+
+        click.echo(f"tiny random-weight base model: {make_tiny_base(tiny_dir)}")
+        return
+    missing = [n for n, v in (("--data", data_dir), ("--base-model", base_model),
+                              ("--out", out_dir)) if not v]
+    if missing:
+        raise click.UsageError(f"missing {', '.join(missing)} (or use --make-tiny-base DIR)")
+    from training.trainer import TrainError, train
+
+    try:
+        config = _train_config(config_path, Path(out_dir), resume, max_steps)
+        result = train(data_dir, base_model, out_dir, config, resume=resume, progress=not quiet)
+    except (TrainError, ConfigError) as err:
+        raise click.ClickException(str(err)) from None
+    if os.environ.get("RANK", "0") != "0":  # one summary per run, not per process
+        return
+    how = "stopped early" if result.stopped_early else "reached max steps"
+    best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5f}"
+    click.echo(f"{how} at step {result.steps}; best step {result.best_step} "
+               f"(validation loss {best}); model in {result.out_dir}")
+
+
+if __name__ == "__main__":
+    train_cmd()

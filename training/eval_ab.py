@@ -1,0 +1,335 @@
+"""Human A/B evaluation in Label Studio: the paper's two questions over the pairs of `eval`.
+
+Visual appeal is asked with the prompt hidden (left / right / tie); text faithfulness with the
+prompt shown (left / right / both / neither; both and neither count as ties). Each question is
+its own Label Studio project, because the prompt must be invisible in one and visible in the
+other; each project asks for as many raters per task as the paper used (5 and 3 by default).
+Which side shows the tuned image is drawn per task from a seeded RNG, recorded in
+OUT/ab/tasks.parquet (never in the task data the annotator sees), and undone by `pull`. Images
+are served under opaque names (OUT/ab/media), so no URL gives the model away.
+
+Reuses the review stage's server, client and local-files media serving (`annotation.*`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from annotation import media
+from annotation.lsclient import Client, Unavailable
+from annotation.projects import ensure_local_storage
+from pipeline.runio import mark_success, write_json_atomic, write_parquet_atomic
+from training.config import EvalConfig
+from training.eval import EvalError, table_by_category
+
+log = logging.getLogger(__name__)
+
+QUESTIONS = ("appeal", "faithfulness")
+TIE_CHOICES = {"appeal": ("Tie",), "faithfulness": ("Both", "Neither")}
+IMPORT_BATCH = 500
+
+_IMAGES = """  <View style="display: flex; gap: 24px; align-items: flex-start">
+    <View><Header size="5" value="Left"/><Image name="left" value="$left" maxWidth="512px"/></View>
+    <View><Header size="5" value="Right"/><Image name="right" value="$right" maxWidth="512px"/></View>
+  </View>"""
+
+LABEL_CONFIGS = {
+    "appeal": f"""<View>
+  <Header value="Which image is more visually appealing? (Judge the picture only: there is no prompt.)"/>
+{_IMAGES}
+  <Choices name="appeal" toName="left" choice="single-radio" showInline="true" required="true">
+    <Choice value="Left" hotkey="1"/>
+    <Choice value="Right" hotkey="2"/>
+    <Choice value="Tie" hotkey="3"/>
+  </Choices>
+</View>""",
+    "faithfulness": f"""<View>
+  <Header value="Which image follows the prompt better?"/>
+  <Text name="prompt" value="$prompt"/>
+{_IMAGES}
+  <Choices name="faithfulness" toName="left" choice="single-radio" showInline="true" required="true">
+    <Choice value="Left" hotkey="1"/>
+    <Choice value="Right" hotkey="2"/>
+    <Choice value="Both" hotkey="3"/>
+    <Choice value="Neither" hotkey="4"/>
+  </Choices>
+</View>""",
+}
+
+
+class ABError(RuntimeError):
+    pass
+
+
+def ab_dir(out: Path) -> Path:
+    return Path(out) / "ab"
+
+
+def ab_id(out: Path) -> str:
+    """A stable id for this eval folder (created once), naming its projects and media link."""
+    path = ab_dir(out) / "ab_id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = uuid.uuid4().hex
+    tmp = path.with_name(f".ab_id.{value}")
+    tmp.write_text(value + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process won the race; its id is then the one
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+def marker(aid: str, question: str) -> str:
+    return f"[photogenic eval={aid} question={question}]"
+
+
+def tuned_side(seed: int, pair_id: str, question: str) -> str:
+    """Left or right for the tuned image: seeded, per task, stable across reruns and machines."""
+    digest = hashlib.sha256(f"{seed}:{pair_id}:{question}".encode()).digest()
+    return "left" if random.Random(digest).random() < 0.5 else "right"
+
+
+def read_pairs(out: Path) -> list[dict]:
+    path = Path(out) / "pairs.parquet"
+    if not path.exists():
+        raise ABError(f"{path} not found: run `photogenic eval --base ... --tuned ... --out {out}` first")
+    return pq.read_table(path).to_pylist()
+
+
+# --- projects -------------------------------------------------------------------------------------
+
+
+def find_project(client: Client, aid: str, question: str) -> dict | None:
+    mark = marker(aid, question)
+    return next((p for p in client.projects() if mark in (p.get("description") or "")), None)
+
+
+def ensure_project(client: Client, out: Path, aid: str, question: str, raters: int) -> dict:
+    project = find_project(client, aid, question)
+    settings = {"maximum_annotations": raters, "overlap_cohort_percentage": 100}
+    if project is None:
+        name = Path(out).resolve().name[:16]
+        project = client.post("/api/projects/", json={
+            "title": f"Photogenic A/B {question} {name} {aid[:6]}"[:50],
+            "description": f"Base vs tuned, {question}, pairs of {Path(out).resolve()} {marker(aid, question)}",
+            "label_config": LABEL_CONFIGS[question],
+            "show_skip_button": True,
+            "enable_empty_annotation": False,
+            "sampling": "Uniform sampling",
+            **settings,
+        })
+    elif any(project.get(k) != v for k, v in settings.items()):
+        project = client.patch(f"/api/projects/{project['id']}/", json=settings)
+    return project
+
+
+def project_pairs(client: Client, project_id: int) -> dict[str, int]:
+    """pair_id -> task id for the tasks already in the project (the server is the ledger)."""
+    out = {}
+    for t in client.tasks(project_id, fields="task_only"):
+        pid = (t.get("data") or {}).get("pair_id")
+        if pid is not None:
+            out.setdefault(str(pid), t["id"])
+    return out
+
+
+def blind_name(aid: str, image: str) -> str:
+    """An opaque file name: a URL like .../tuned/p0001.png would tell raters which model is which."""
+    return hashlib.sha256(f"{aid}:{image}".encode()).hexdigest()[:24] + Path(image).suffix
+
+
+def blind_media(out: Path, pairs: list[dict], aid: str) -> Path:
+    """OUT/ab/media/<opaque>.png for every image of the pairs (hard links where possible)."""
+    media_dir = ab_dir(out) / "media"
+    media_dir.mkdir(parents=True, exist_ok=True)
+    for pair in pairs:
+        for image in (pair["base_image"], pair["tuned_image"]):
+            target = media_dir / blind_name(aid, image)
+            if target.exists():
+                continue
+            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+            try:
+                os.link(out / image, tmp)
+            except OSError:
+                shutil.copyfile(out / image, tmp)
+            os.replace(tmp, target)
+    return media_dir
+
+
+def build_task(pair: dict, question: str, side: str, aid: str) -> dict:
+    tuned = media.image_url(aid, blind_name(aid, pair["tuned_image"]))
+    base = media.image_url(aid, blind_name(aid, pair["base_image"]))
+    left, right = (tuned, base) if side == "left" else (base, tuned)
+    data = {"pair_id": pair["pair_id"], "left": left, "right": right}
+    if question == "faithfulness":
+        data["prompt"] = pair["prompt"]
+    return {"data": data}
+
+
+def _import(client: Client, project_id: int, tasks: list[dict], retries: int = 5) -> int:
+    """Import in batches; a failed batch is re-checked against the project before resending."""
+    imported = 0
+    for start in range(0, len(tasks), IMPORT_BATCH):
+        batch = tasks[start:start + IMPORT_BATCH]
+        for attempt in range(retries + 1):
+            try:
+                client.request("POST", f"/api/projects/{project_id}/import", retry=False, json=batch)
+                imported += len(batch)
+                break
+            except Unavailable:
+                if attempt == retries:
+                    raise
+                time.sleep(min(10.0, 0.5 * 2 ** attempt))
+                landed = project_pairs(client, project_id)
+                before = len(batch)
+                batch = [t for t in batch if t["data"]["pair_id"] not in landed]
+                imported += before - len(batch)
+                if not batch:
+                    break
+    return imported
+
+
+def push(out: str | Path, client: Client, cfg: EvalConfig, limit: int | None = None,
+         echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Create (or complete) both A/B projects; idempotent: one task per pair and question, ever."""
+    out = Path(out)
+    pairs = read_pairs(out)[:limit] if limit else read_pairs(out)
+    if client.conn.local_files_root is None:
+        raise ABError("images are served by Label Studio's local-files storage: set [review] local_files_root")
+    aid = ab_id(out)
+    link = media.link_into_root(blind_media(out, pairs, aid), client.conn.local_files_root, aid)
+    raters = {"appeal": cfg.appeal_raters, "faithfulness": cfg.faithfulness_raters}
+    records, summary = [], {"ab_id": aid, "projects": {}}
+    for question in QUESTIONS:
+        project = ensure_project(client, out, aid, question, raters[question])
+        ensure_local_storage(client, project["id"], link)
+        existing = project_pairs(client, project["id"])
+        sides = {p["pair_id"]: tuned_side(cfg.seed, p["pair_id"], question) for p in pairs}
+        todo = [build_task(p, question, sides[p["pair_id"]], aid) for p in pairs if p["pair_id"] not in existing]
+        imported = _import(client, project["id"], todo)
+        final = project_pairs(client, project["id"])
+        for p in pairs:
+            if p["pair_id"] in final:
+                records.append({"question": question, "pair_id": p["pair_id"], "category": p["category"],
+                                "tuned_side": sides[p["pair_id"]], "project_id": project["id"],
+                                "task_id": final[p["pair_id"]]})
+        summary["projects"][question] = {"project_id": project["id"], "title": project["title"],
+                                         "raters": raters[question], "imported": imported, "tasks": len(final),
+                                         "url": f"{client.url}/projects/{project['id']}/data"}
+        echo(f"{question}: project {project['id']}, {imported} new task(s), {len(final)} in total")
+    write_parquet_atomic(pa.Table.from_pylist(records, schema=TASK_SCHEMA), ab_dir(out) / "tasks.parquet")
+    write_json_atomic(summary, ab_dir(out) / "push.json")
+    return summary
+
+
+TASK_SCHEMA = pa.schema([("question", pa.string()), ("pair_id", pa.string()), ("category", pa.string()),
+                         ("tuned_side", pa.string()), ("project_id", pa.int64()), ("task_id", pa.int64())])
+VOTE_SCHEMA = pa.schema([("question", pa.string()), ("pair_id", pa.string()), ("category", pa.string()),
+                         ("task_id", pa.int64()), ("annotation_id", pa.int64()), ("annotator", pa.string()),
+                         ("choice", pa.string()), ("tuned_side", pa.string()), ("outcome", pa.string()),
+                         ("lead_time", pa.float64())])
+
+
+# --- pull -----------------------------------------------------------------------------------------
+
+
+def vote_outcome(question: str, choice: str, side: str) -> str:
+    """The tuned model's result for one vote, undoing the left/right placement."""
+    if choice in TIE_CHOICES[question]:
+        return "tie"
+    if choice.lower() not in ("left", "right"):
+        raise ABError(f"unexpected {question} answer {choice!r}")
+    return "win" if choice.lower() == side else "loss"
+
+
+def task_outcome(outcomes: list[str]) -> str | None:
+    """A task is a win when more of its raters preferred the tuned image than the base one."""
+    if not outcomes:
+        return None
+    wins, losses = outcomes.count("win"), outcomes.count("loss")
+    return "win" if wins > losses else "loss" if losses > wins else "tie"
+
+
+def _choice(annotation: dict, question: str) -> str | None:
+    for item in annotation.get("result") or []:
+        if item.get("from_name") == question:
+            choices = (item.get("value") or {}).get("choices") or []
+            return choices[0] if choices else None
+    return None
+
+
+def pull(out: str | Path, client: Client, cfg: EvalConfig) -> dict[str, Any]:
+    """Every annotation of both projects -> OUT/ab/votes.parquet and OUT/human_results.json."""
+    out = Path(out)
+    tasks_path = ab_dir(out) / "tasks.parquet"
+    if not tasks_path.exists():
+        raise ABError(f"{tasks_path} not found: run `photogenic eval push --out {out}` first")
+    placements = {(r["question"], r["pair_id"]): r for r in pq.read_table(tasks_path).to_pylist()}
+    aid = ab_id(out)
+    users = {u["id"]: u.get("email") or u.get("username") for u in client.users()}
+    votes, results = [], {"ab_id": aid, "tables": {}, "votes": {}, "tasks": {}, "notes": []}
+    for question in QUESTIONS:
+        project = find_project(client, aid, question)
+        if project is None:
+            raise ABError(f"no {question} project for {out} at {client.url}; run `photogenic eval push` first")
+        for task in client.export(project["id"]):
+            pair_id = str((task.get("data") or {}).get("pair_id"))
+            placed = placements.get((question, pair_id))
+            if placed is None:
+                log.warning("task %s (%s) is not in %s: ignored", task.get("id"), pair_id, tasks_path)
+                continue
+            for ann in task.get("annotations") or []:
+                choice = _choice(ann, question)
+                if ann.get("was_cancelled") or choice is None:
+                    continue  # skipped: not a vote
+                uid = ann.get("completed_by")
+                uid = uid.get("id") if isinstance(uid, dict) else uid
+                votes.append({"question": question, "pair_id": pair_id, "category": placed["category"],
+                              "task_id": task["id"], "annotation_id": ann["id"],
+                              "annotator": users.get(uid, f"user-{uid}"), "choice": choice,
+                              "tuned_side": placed["tuned_side"],
+                              "outcome": vote_outcome(question, choice, placed["tuned_side"]),
+                              "lead_time": ann.get("lead_time")})
+    votes.sort(key=lambda v: (v["question"], v["pair_id"], v["annotation_id"]))
+    raters = {"appeal": cfg.appeal_raters, "faithfulness": cfg.faithfulness_raters}
+    for question in QUESTIONS:
+        qvotes = [v for v in votes if v["question"] == question]
+        by_task: dict[str, list[dict]] = defaultdict(list)
+        for v in qvotes:
+            by_task[v["pair_id"]].append(v)
+        task_rows = [{"category": vs[0]["category"], "outcome": task_outcome([v["outcome"] for v in vs])}
+                     for vs in by_task.values()]
+        results["tables"][question] = table_by_category(task_rows, "outcome")
+        results["votes"][question] = table_by_category(qvotes, "outcome")
+        placed = [p for p in placements.values() if p["question"] == question]
+        results["tasks"][question] = {
+            "pushed": len(placed), "with_votes": len(by_task),
+            "complete": sum(len(vs) >= raters[question] for vs in by_task.values()),
+            "raters_wanted": raters[question], "votes": len(qvotes),
+            "tuned_on_left": sum(p["tuned_side"] == "left" for p in placed),
+        }
+    pairs_results = Path(out) / "results.json"
+    if pairs_results.exists() and json.loads(pairs_results.read_text()).get("meaningless"):
+        results["notes"].append("the models compared are tiny/random test models: these preferences mean nothing")
+    results["notes"].append("a task is a win when more raters preferred the tuned image than the base one; "
+                            "faithfulness 'both' and 'neither' count as ties; Wilson 95% intervals")
+    write_parquet_atomic(pa.Table.from_pylist(votes, schema=VOTE_SCHEMA), ab_dir(out) / "votes.parquet")
+    write_json_atomic(results, out / "human_results.json")
+    mark_success(ab_dir(out))
+    return results
