@@ -17,8 +17,10 @@ class PassConfig(_Section):
     overlap_annotators: int = Field(2, ge=1)
     # Share of tasks in the overlap cohort (Label Studio's overlap_cohort_percentage / 100).
     overlap_fraction: float = Field(0.1, ge=0.0, le=1.0)
-    # Share of gold (known-answer) tasks to mix in when a gold file is given; all annotators see them.
-    gold_file: str | None = None  # csv or parquet with columns key, keep (and optionally source)
+    # Gold (known-answer) tasks: a csv/parquet of keys of this pass with the right answer.
+    gold_file: str | None = None  # csv or parquet with columns key, keep (keys of this pass)
+    # Gold tasks are shown to this many annotators (set it to the team size: everyone's accuracy).
+    gold_annotators: int = Field(3, ge=1)
     # any: keep when any annotator kept (recall); majority: more than half kept (precision).
     rule: Literal["any", "majority"] = "any"
     # With rule "majority": the mean of the 1-5 ratings must also reach this (None: not used).

@@ -119,11 +119,11 @@ class SelectConfig(Section):
     target: int = Field(200_000, ge=0)
     seed: int = 0
     engine: Literal["duckdb", "spark"] = "duckdb"
-    # Near duplicates: pHash Hamming distance <= near_dup_hamming. The 64 bits are split into
-    # near_dup_bands bands; pairs sharing a band are verified. Complete when bands > hamming
-    # (pigeonhole); fewer bands is faster but approximate (see README, "select").
-    near_dup_hamming: int = Field(3, ge=0, le=64)
-    near_dup_bands: int = Field(4, ge=1, le=32)
+    # Near duplicates: pHash Hamming distance <= near_dup_hamming, found exactly by banding the
+    # 64 bits into near_dup_bands bands and probing each band within ceil((h+1)/bands)-1 bits
+    # (pipeline/dedup.py). 2 bands suit h <= 3 at 10^7+ rows; h 4-7 wants 4-8 bands.
+    near_dup_hamming: int = Field(3, ge=0, le=32)
+    near_dup_bands: int = Field(2, ge=1, le=32)
     balance: Literal["quota", "metaclip"] = "quota"
     concept_weights: dict[str, float] = Field(default_factory=dict)  # unlisted: 1.0; 0 drops
     metaclip_t: int | None = Field(None, ge=1)  # None: t chosen so the expected total is target

@@ -1,11 +1,16 @@
 """Near-duplicate helpers shared by both selection engines: pHash bands and connected components.
 
-Banding: the 64 pHash bits are cut into B contiguous bands. Two hashes within Hamming distance h
-differ in at most h bands, so when B > h they agree exactly on at least one band (pigeonhole):
-joining on (band, band value) then verifying popcount(a XOR b) <= h finds every pair, and only
-pairs that share a band are ever compared. With B <= h the search is approximate (faster).
+Banding (multi-index hashing): the 64 pHash bits are cut into B contiguous bands. Two hashes
+within Hamming distance h have, by pigeonhole, at least one band where they differ in at most
+r = ceil((h + 1) / B) - 1 bits. Each hash is joined on (band, band value XOR a flip of <= r bits)
+against the exact band values of the others, and candidates are verified with
+popcount(a XOR b) <= h: every pair is found and only pairs close in some band are compared.
+r = 0 is plain banding (B > h). Wide bands (B = 2, r = 1 for h <= 3) keep candidates few even at
+10^7+ hashes, where 16-bit bands would compare billions of pairs.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +30,33 @@ def band_layout(bands: int) -> list[tuple[int, int, int]]:
     return layout
 
 
-def search_is_complete(bands: int, hamming: int) -> bool:
-    return bands > hamming
+def probe_radius(bands: int, hamming: int) -> int:
+    """Bits flipped per band so that every pair within `hamming` is found (pigeonhole)."""
+    return -(-(hamming + 1) // bands) - 1
+
+
+MAX_FLIPS_PER_BAND = 5000
+
+
+def band_flips(bands: int, hamming: int) -> pa.Table:
+    """(band, flip): XOR masks of at most probe_radius bits inside each band, 0 included."""
+    radius = probe_radius(bands, hamming)
+    rows_band, rows_flip = [], []
+    for band, _, mask in band_layout(bands):
+        width = 64 if mask == -1 else mask.bit_length()
+        count = sum(math.comb(width, k) for k in range(radius + 1))
+        if count > MAX_FLIPS_PER_BAND:
+            raise ValueError(
+                f"near_dup_hamming={hamming} with near_dup_bands={bands} needs {count} probes per band: "
+                "use more bands (see README, select)"
+            )
+        masks = {0}
+        for _ in range(radius):
+            masks |= {m | (1 << b) for m in masks for b in range(width)}
+        masks = sorted(masks)
+        rows_band += [band] * len(masks)
+        rows_flip += [m - (1 << 64) if m >= 1 << 63 else m for m in masks]
+    return pa.table({"band": pa.array(rows_band, pa.int64()), "flip": pa.array(rows_flip, pa.int64())})
 
 
 def hamming(a: int, b: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import io
 import json
 import logging
@@ -226,10 +225,15 @@ def config_value(config: dict | None, dotted: str) -> Any:
 
 
 def funnel_section(run: Run, ctx: dict) -> Section:
-    manifest_train = None
-    if run.has("manifest") and "split" in run.columns("manifest"):
-        manifest_train = run.count("manifest", "split = 'train'")
     model_trained = (run.root / "model" / "model_index.json").exists()
+    model_count, model_source = None, "model/training_state/run.json: train_images"
+    train_info = read_json(run.root / "model" / "training_state" / "run.json") or {}
+    if model_trained and isinstance(train_info.get("train_images"), int):
+        model_count = train_info["train_images"]
+    elif model_trained and run.has("manifest"):
+        split = "split" in run.columns("manifest")
+        model_count = run.count("manifest", "split = 'train'" if split else "")
+        model_source = "export/manifest.parquet" + (": split = train" if split else "") + " (model/ present)"
     stages = [
         ("pool_rows", "pool rows scored", run.count("scores"), "scores/*.parquet"),
         ("scores_passed", "passed the filters", run.count("scores", "passed"), "scores: passed"),
@@ -237,16 +241,18 @@ def funnel_section(run: Run, ctx: dict) -> Section:
         ("pass1_kept", "kept in review pass 1", run.kept(1), "review/pass1/decisions.parquet: keep"),
         ("pass2_kept", "kept in review pass 2 (curated)", run.kept(2), "review/pass2/decisions.parquet: keep"),
         ("export", "exported", run.count("manifest"), "export/manifest.parquet"),
-        ("model", "training images used by the model",
-         (manifest_train if manifest_train is not None else run.count("manifest")) if model_trained else None,
-         "export/manifest.parquet: split = train, with model/ present"),
+        ("model", "training images used by the model", model_count, model_source),
     ]
     if run.count("scores") is None:
         return Section("funnel", "Funnel", present=False, note="filter not run yet: no scores/*.parquet")
     top = stages[0][2] or 1
+    stage_dirs = {"pool_rows": "scores", "scores_passed": "scores", "candidates": "candidates",
+                  "pass1_kept": "review/pass1", "pass2_kept": "review/pass2", "export": "export"}
     rows = [
         {"id": sid, "label": label, "count": n, "source": src,
-         "pct": None if n is None else 100.0 * n / top}
+         "pct": None if n is None else 100.0 * n / top,
+         # Counted from committed files, but the stage has not finished (no _SUCCESS yet).
+         "in_progress": n is not None and sid in stage_dirs and not is_complete(run.root / stage_dirs[sid])}
         for sid, label, n, src in stages
     ]
     shown = [r for r in rows if r["count"] is not None]
@@ -259,14 +265,34 @@ def funnel_section(run: Run, ctx: dict) -> Section:
     reason_chart = (bar_chart([r["reason"] for r in reason_rows], [r["count"] for r in reason_rows],
                               "rejected rows by reason (first failing filter)") if reason_rows else None)
     funnel_json = ctx.get("funnel_json") or {}
+    summary = ctx.get("select_summary") or {}
+    selection = {}
+    if isinstance(summary.get("duplicates_removed"), dict):
+        selection["duplicates removed (exact)"] = summary["duplicates_removed"].get("exact")
+        selection["duplicates removed (near)"] = summary["duplicates_removed"].get("near")
+    for key in ("target", "seed"):
+        if key in summary:
+            selection[f"selection {key}"] = summary[key]
+    if isinstance(summary.get("engagement"), dict):
+        selection["engagement ranking"] = summary["engagement"].get("method")
+    lineage = read_json(run.root / "export" / "lineage.json") or {}
+    export_info = {}
+    if lineage:
+        counts = lineage.get("counts") or {}
+        export_info = {"exported from": lineage.get("from"), "splits": counts.get("splits"),
+                       "rows skipped at export": counts.get("skipped"),
+                       "files with sha256 in lineage.json": len(lineage.get("files") or {}),
+                       "CLIP model": (lineage.get("models") or {}).get("clip")}
     return Section("funnel", "Funnel", data={
+        "selection": selection, "export_info": {k: v for k, v in export_info.items() if v is not None},
         "stages": rows, "chart": chart, "reasons": reason_rows, "reason_chart": reason_chart,
         "skipped_filters": funnel_json.get("skipped_filters") or {},
     })
 
 
 def _histogram(run: Run, expr: str, bins: int = 30) -> tuple[list[float], list[int], int] | None:
-    lo, hi, n = run.rows(f"SELECT min({expr}), max({expr}), count({expr}) FROM scores WHERE isfinite(({expr})::DOUBLE)")[0]
+    finite = f"isfinite(({expr})::DOUBLE)"
+    lo, hi, n = run.rows(f"SELECT min({expr}), max({expr}), count({expr}) FROM scores WHERE {finite}")[0]
     if not n:
         return None
     lo, hi = float(lo), float(hi)
@@ -329,6 +355,10 @@ def concepts_section(run: Run, ctx: dict) -> Section:
         return Section("concepts", "Concept mix", present=False, note="filter not run yet")
     series = {"passed filters": _concept_counts(
         run, "SELECT coalesce(concept, '(none)'), count(*) FROM scores WHERE passed GROUP BY 1")}
+    summary = ctx.get("select_summary") or {}
+    if isinstance(summary.get("concepts"), dict):
+        series["after dedup"] = {str(c): int(v.get("after_dedup") or 0) for c, v in summary["concepts"].items()
+                                 if isinstance(v, dict)}
     if run.has("candidates") and "concept" in run.columns("candidates"):
         series["candidates (balanced)"] = _concept_counts(
             run, "SELECT coalesce(concept, '(none)'), count(*) FROM candidates GROUP BY 1")
@@ -437,7 +467,8 @@ def review_section(run: Run, ctx: dict) -> Section:
         if "complete" in run.columns(decisions):
             info["tasks_complete"] = run.count(decisions, "complete")
         quality = {}
-        for path in sorted(pass_dir.glob("*.json")):
+        order = {"quality": 0, "progress": 1, "simulation": 2}  # the figures people look for first
+        for path in sorted(pass_dir.glob("*.json"), key=lambda p: (order.get(p.stem, 9), p.name)):
             if path.name.startswith(("_", ".")):
                 continue
             quality[path.stem] = read_json(path)
@@ -461,7 +492,8 @@ def training_section(run: Run, ctx: dict) -> Section:
     step_key = next((k for k in ("step", "global_step", "iteration") if k in metrics[0]), None)
     numeric = sorted({k for row in metrics for k, v in row.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != step_key})
-    groups = {"loss": [k for k in numeric if "loss" in k], "learning rate": [k for k in numeric if k in ("lr", "learning_rate")]}
+    groups = {"loss": [k for k in numeric if "loss" in k],
+              "learning rate": [k for k in numeric if k in ("lr", "learning_rate")]}
     plt = _plt()
     charts = []
     for title, keys in groups.items():
@@ -489,7 +521,17 @@ def eval_section(run: Run, ctx: dict) -> Section:
     human = read_json(eval_dir / "human_results.json")
     if not auto and not human:
         return Section("eval", "Evaluation: base vs tuned", present=False, note="eval not run yet")
-    return Section("eval", "Evaluation: base vs tuned", data={"auto": auto, "human": human})
+    examples = []
+    if run.has("eval_pairs"):
+        # One pair per category, side by side: people would rather look than read.
+        cursor = run.db.execute(
+            "SELECT * FROM eval_pairs QUALIFY row_number() OVER (PARTITION BY category ORDER BY pair_id) = 1 "
+            "ORDER BY category LIMIT ?", [ctx.get("thumbs", THUMBS_PER_SHEET)])
+        names = [c[0] for c in cursor.description]
+        for row in (dict(zip(names, values)) for values in cursor.fetchall()):
+            examples.append({**row, "base_uri": thumbnail_uri(str(eval_dir / row["base_image"])),
+                             "tuned_uri": thumbnail_uri(str(eval_dir / row["tuned_image"]))})
+    return Section("eval", "Evaluation: base vs tuned", data={"auto": auto, "human": human, "examples": examples})
 
 
 SECTIONS: list[Callable[[Run, dict], Section]] = [
@@ -519,8 +561,10 @@ def _fmt(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, default=str)[:300]
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())[:300]
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)[:300]
     return str(value)
 
 
@@ -544,6 +588,11 @@ def _split_tables(node: Any) -> tuple[list[tuple[str, Any]], dict[str, list[dict
     return scalars, tables
 
 
+def _all_first(table: dict) -> list[tuple[str, Any]]:
+    """Rows of a by-category table with the overall row first (JSON files store keys sorted)."""
+    return sorted(table.items(), key=lambda kv: (kv[0] != "all", kv[0]))
+
+
 def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}%"
 
@@ -552,7 +601,7 @@ def render(sections: list[Section], meta: dict) -> str:
     import jinja2
 
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(fmt=_fmt, flatten=_flatten, pct=_pct, split_tables=_split_tables)
+    env.filters.update(fmt=_fmt, flatten=_flatten, pct=_pct, split_tables=_split_tables, all_first=_all_first)
     return env.from_string(TEMPLATE).render(sections=sections, meta=meta)
 
 
@@ -566,7 +615,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, thumbs: int
     funnel_json = read_json(root / "scores" / "_funnel.json") or {}
     job_json = read_json(root / "scores" / "_job.json") or {}
     config = funnel_json.get("config") or job_json.get("config")
-    ctx = {"funnel_json": funnel_json, "config": config, "meaningless": funnel_json.get("meaningless") or [],
+    ctx = {"funnel_json": funnel_json, "config": config, "select_summary": read_json(root / "candidates" / "_summary.json"), "meaningless": funnel_json.get("meaningless") or [],
            "thumbs": thumbs}
     run = Run(root)
     sections = [_safe(b, run, ctx) for b in SECTIONS]
@@ -638,13 +687,15 @@ uses a random CLIP scorer: its win rates are meaningless.</div>{% endif %}
 <table id="funnel-table"><tr><th>stage</th><th>rows</th><th>% of pool</th><th>read from</th></tr>
 {% for st in d.stages %}<tr data-stage="{{ st.id }}"><td>{{ st.label }}</td>
 <td class="n" {% if st.count is not none %}data-count="{{ st.count }}"{% endif %}>{{ st.count|fmt if st.count is not none else "not run yet" }}</td>
-<td class="n">{{ "%.2f%%"|format(st.pct) if st.pct is not none else "" }}</td><td><code>{{ st.source }}</code></td></tr>{% endfor %}
+<td class="n">{{ "%.2f%%"|format(st.pct) if st.pct is not none else "" }}</td><td><code>{{ st.source }}</code>{% if st.in_progress %} <b data-in-progress="true">(stage in progress: no _SUCCESS yet)</b>{% endif %}</td></tr>{% endfor %}
 </table>
 <img alt="funnel chart" src="{{ d.chart }}">
 <h3>Reject reasons</h3>
 {% if d.reasons %}<table id="reject-table"><tr><th>reason</th><th>rows</th></tr>
 {% for r in d.reasons %}<tr data-reason="{{ r.reason }}"><td>{{ r.reason }}</td><td class="n" data-count="{{ r.count }}">{{ r.count|fmt }}</td></tr>{% endfor %}
 </table><img alt="reject reasons chart" src="{{ d.reason_chart }}">{% else %}<p>no rows were rejected</p>{% endif %}
+{% if d.selection %}<p id="selection-summary">selection (candidates/_summary.json): {% for k, v in d.selection.items() %}{{ k }} <b>{{ v|fmt }}</b>{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
+{% if d.export_info %}<p id="export-summary">export (export/lineage.json): {% for k, v in d.export_info.items() %}{{ k }} <b>{{ v|fmt }}</b>{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
 {% if d.skipped_filters %}<p>filters not run: {% for k, v in d.skipped_filters.items() %}<b>{{ k }}</b> ({{ v }}){% if not loop.last %}, {% endif %}{% endfor %}</p>{% endif %}
 {% if meta.config_toml %}<details><summary>config recorded in the run</summary><pre>{{ meta.config_toml }}</pre></details>{% endif %}
 
@@ -688,16 +739,21 @@ uses a random CLIP scorer: its win rates are meaningless.</div>{% endif %}
 {% elif s.id == "eval" %}
 {% if d.auto %}{% set a = d.auto %}<h3>Automatic pairwise scores (tuned vs base)</h3>
 {% for n in a.notes or [] %}<p class="{{ 'warn' if a.meaningless else 'missing' }}">{{ n }}</p>{% endfor %}
-<p>{{ a.pairs|fmt }} pairs, {{ a.prompts|fmt }} prompts × {{ (a.seeds or [])|length }} seeds; tie margin {{ a.tie_margin }}; {{ a.ci }} intervals.</p>
+<p id="eval-summary" data-pairs="{{ a.pairs }}">{{ a.pairs|fmt }} pairs: {{ a.prompts|fmt }} prompts × {{ (a.seeds or [])|length }} seeds, {{ a.steps }} steps; judges: CLIP {{ a.judges.clip_model if a.judges is defined else "?" }}{% if a.judges is defined and a.judges.aesthetic_head %}, aesthetic head {{ a.judges.aesthetic_head }}{% endif %}; tie margins {% for k, v in (a.tie_margin or {}).items() %}{{ k }} {{ v }}{% if not loop.last %}, {% endif %}{% endfor %}; {{ a.ci }} intervals.</p>
 {% for metric, t in (a.tables or {}).items() %}<h4>{{ metric }}</h4>
 <table data-eval-metric="{{ metric }}"><tr><th>category</th><th>n</th><th>win</th><th>tie</th><th>loss</th><th>win 95% CI</th><th>loss 95% CI</th></tr>
-{% for cat, r in t.items() %}<tr data-category="{{ cat }}"><td>{{ cat }}</td><td class="n">{{ r.n }}</td><td class="n">{{ r.win|pct }}</td><td class="n">{{ r.tie|pct }}</td><td class="n">{{ r.loss|pct }}</td>
+{% for cat, r in t|all_first %}<tr data-category="{{ cat }}"><td>{{ cat }}</td><td class="n">{{ r.n }}</td><td class="n">{{ r.win|pct }}</td><td class="n">{{ r.tie|pct }}</td><td class="n">{{ r.loss|pct }}</td>
 <td class="n">{{ r.win_ci[0]|pct }}–{{ r.win_ci[1]|pct }}</td><td class="n">{{ r.loss_ci[0]|pct }}–{{ r.loss_ci[1]|pct }}</td></tr>{% endfor %}</table>{% endfor %}{% endif %}
+{% if d.examples %}<h4>Examples (same prompt, same seed)</h4><table id="eval-examples"><tr><th>category</th><th>prompt</th><th>base</th><th>tuned</th><th>CLIP score base → tuned</th></tr>
+{% for e in d.examples %}<tr data-pair="{{ e.pair_id }}"><td>{{ e.category }}</td><td>{{ e.prompt }}</td>
+<td>{% if e.base_uri %}<img alt="base {{ e.pair_id }}" src="{{ e.base_uri }}" width="112">{% endif %}</td>
+<td>{% if e.tuned_uri %}<img alt="tuned {{ e.pair_id }}" src="{{ e.tuned_uri }}" width="112">{% endif %}</td>
+<td class="n">{{ e.base_clip_score|fmt }} → {{ e.tuned_clip_score|fmt }} ({{ e.clip_score_outcome }})</td></tr>{% endfor %}</table>{% endif %}
 {% if d.human %}{% set h = d.human %}<h3>Human A/B preference (Label Studio)</h3>
 {% for n in h.notes or [] %}<p class="missing">{{ n }}</p>{% endfor %}
-{% for q, t in (h.tables or {}).items() %}<h4>{{ q }}</h4>
+{% for q, t in (h.tables or {}).items() %}{% set tk = (h.tasks or {}).get(q, {}) %}<h4>{{ q }}{% if tk %}: {{ tk.with_votes }} of {{ tk.pushed }} tasks have votes, {{ tk.complete }} complete ({{ tk.raters_wanted }} raters wanted, {{ tk.votes }} votes){% endif %}</h4>
 <table data-human-question="{{ q }}"><tr><th>category</th><th>tasks</th><th>win</th><th>tie</th><th>loss</th><th>win 95% CI</th><th>loss 95% CI</th></tr>
-{% for cat, r in t.items() %}<tr data-category="{{ cat }}"><td>{{ cat }}</td><td class="n">{{ r.n }}</td><td class="n">{{ r.win|pct }}</td><td class="n">{{ r.tie|pct }}</td><td class="n">{{ r.loss|pct }}</td>
+{% for cat, r in t|all_first %}<tr data-category="{{ cat }}"><td>{{ cat }}</td><td class="n">{{ r.n }}</td><td class="n">{{ r.win|pct }}</td><td class="n">{{ r.tie|pct }}</td><td class="n">{{ r.loss|pct }}</td>
 <td class="n">{{ r.win_ci[0]|pct }}–{{ r.win_ci[1]|pct }}</td><td class="n">{{ r.loss_ci[0]|pct }}–{{ r.loss_ci[1]|pct }}</td></tr>{% endfor %}</table>{% endfor %}{% endif %}
 {% endif %}
 {% endif %}

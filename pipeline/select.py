@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import Config, ConfigError, SelectConfig, load_config
-from pipeline.dedup import band_layout, components, search_is_complete
+from pipeline.dedup import band_flips, band_layout, components, probe_radius
 from pipeline.runio import SUCCESS, is_complete, mark_success, write_json_atomic, write_parquet_atomic
 from pipeline.schema import SCORE_SCHEMA
 
@@ -165,10 +165,11 @@ def stats_sql() -> str:
 
 
 def base_sql(d: Dialect, engagement: str, seed: int) -> str:
-    cols = [c for c in SCORE_SCHEMA.names if c != "concept"]
+    # Only the columns selection needs travel through the plan; the full score rows are joined
+    # back for the few selected keys at the end (final_sql), so wide tables stay cheap.
     concept = f"CASE WHEN concept IS NULL OR trim(concept) = '' THEN '{OTHER_CONCEPT}' ELSE concept END"
     return f"""
-        SELECT {', '.join(cols)}, {concept} AS concept, {engagement} AS engagement,
+        SELECT key, sha256, phash, {concept} AS concept, {engagement} AS engagement,
                {d.hash60(f"concat('{int(seed)}:rank:', key)")} AS tie
         FROM scores WHERE passed AND key IS NOT NULL"""
 
@@ -191,10 +192,14 @@ def band_rows_sql(d: Dialect, bands: int) -> str:
     return " UNION ALL ".join(parts)
 
 
+def probes_sql(d: Dialect) -> str:
+    return f"SELECT a.p, a.band, {d.xor('a.v', 'f.flip')} AS v FROM phash_bands a JOIN band_flips f ON a.band = f.band"
+
+
 def edges_sql(d: Dialect, hamming: int) -> str:
     return f"""
         SELECT DISTINCT a.p AS p1, b.p AS p2
-        FROM phash_bands a JOIN phash_bands b ON a.band = b.band AND a.v = b.v
+        FROM phash_probes a JOIN phash_bands b ON a.band = b.band AND a.v = b.v
         WHERE a.p < b.p AND bit_count({d.xor('a.p', 'b.p')}) <= {int(hamming)}"""
 
 
@@ -213,11 +218,15 @@ NEAR_SQL = f"""
           FROM uniq u LEFT JOIN near_map m ON u.phash = m.phash) g"""
 
 
-def kept_sql(cfg: SelectConfig) -> str:
+def kept_condition(cfg: SelectConfig) -> str:
     cond = "near_rn = 1"
     if cfg.min_engagement is not None:
         cond += f" AND engagement >= {sql_double(cfg.min_engagement)}"
-    return f"SELECT * FROM near WHERE {cond}"
+    return cond
+
+
+def kept_sql(cfg: SelectConfig) -> str:
+    return f"SELECT * FROM near WHERE {kept_condition(cfg)}"
 
 
 def ranked_sql(d: Dialect, cfg: SelectConfig, seed: int) -> str:
@@ -231,10 +240,16 @@ def ranked_sql(d: Dialect, cfg: SelectConfig, seed: int) -> str:
         FROM kept k{sample}"""
 
 
+SELECTION_COLUMNS = ("concept", "engagement", "concept_rank", "dup_group", "dup_size")
+
+
 def final_sql(cfg: SelectConfig) -> str:
-    cols = ", ".join(f"r.{c}" for c in CANDIDATE_SCHEMA.names)
-    where = "" if cfg.balance == "metaclip" else " JOIN limits l ON r.concept = l.concept WHERE r.concept_rank <= l.quota"
-    return f"SELECT {cols} FROM ranked r{where} ORDER BY r.concept, r.concept_rank"
+    cols = [f"r.{c}" if c in SELECTION_COLUMNS else f"s.{c}" for c in CANDIDATE_SCHEMA.names]
+    quota = "" if cfg.balance == "metaclip" else " JOIN limits l ON r.concept = l.concept AND r.concept_rank <= l.quota"
+    return f"""
+        SELECT {', '.join(cols)} FROM ranked r{quota}
+        JOIN scores s ON s.key = r.key AND s.passed
+        ORDER BY r.concept, r.concept_rank"""
 
 
 def dropped_sql(cfg: SelectConfig) -> str:
@@ -282,8 +297,34 @@ def _counts(table: pa.Table) -> dict[str, int]:
     return {r["concept"]: int(r["n"]) for r in table.to_pylist()}
 
 
-def execute_plan(engine, cfg: SelectConfig, target: int, seed: int, out_dir: Path) -> dict[str, Any]:
-    """Runs the selection on `engine` (DuckDBEngine or SparkEngine); writes into out_dir."""
+class _StepTimer:
+    """Wraps an engine so each materialize/fetch is logged with its wall time (-v shows it)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.seconds: dict[str, float] = {}
+
+    def __getattr__(self, name):
+        method = getattr(self.engine, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                label = f"{name}:{args[0] if args and isinstance(args[0], str) and len(args[0]) < 40 else ''}"
+                elapsed = time.perf_counter() - started
+                self.seconds[label] = self.seconds.get(label, 0.0) + elapsed
+                log.info("select step %s %.2fs", label, elapsed)
+
+        return timed
+
+
+def execute_plan(engine, cfg: SelectConfig, target: int, seed: int, out_dir: Path) -> tuple[dict, dict]:
+    """Runs the selection on `engine` (DuckDBEngine or SparkEngine); writes into out_dir.
+    Returns (summary, seconds per step)."""
+    engine = _StepTimer(engine)
     d = engine.dialect
     stats = engine.fetch(stats_sql()).to_pylist()[0]
     if stats["passed_rows"] - stats["null_keys"] != stats["passed_keys"]:
@@ -291,23 +332,30 @@ def execute_plan(engine, cfg: SelectConfig, target: int, seed: int, out_dir: Pat
     method, prior = _engagement_method(cfg, stats)
     engine.materialize("base", base_sql(d, engagement_sql(cfg, method, prior), seed))
     engine.materialize("exact", EXACT_SQL)
-    engine.materialize("uniq", "SELECT * FROM exact WHERE exact_rn = 1")
+    engine.view("uniq", "SELECT * FROM exact WHERE exact_rn = 1")
 
     engine.materialize("phash_values", "SELECT DISTINCT phash AS p FROM uniq WHERE phash IS NOT NULL")
     engine.materialize("phash_bands", band_rows_sql(d, cfg.near_dup_bands))
+    engine.register("band_flips", band_flips(cfg.near_dup_bands, cfg.near_dup_hamming))
+    engine.view("phash_probes", probes_sql(d))
     edges = engine.fetch(edges_sql(d, cfg.near_dup_hamming))
     repeated = engine.fetch(REPEATED_PHASH_SQL).column("p")
     near_map = _near_map(edges, repeated)
     engine.register("near_map", near_map)
     engine.drop("phash_bands")
     engine.materialize("near", NEAR_SQL)
-    engine.materialize("kept", kept_sql(cfg))
+    engine.view("kept", kept_sql(cfg))
 
-    by_concept = "SELECT concept, count(*) AS n FROM {} GROUP BY concept"
-    before = _counts(engine.fetch(by_concept.format("base")))
-    after_dedup = _counts(engine.fetch(by_concept.format("near WHERE near_rn = 1")))
-    available = _counts(engine.fetch(by_concept.format("kept")))
-    available = {c: available.get(c, 0) for c in before}
+    before = _counts(engine.fetch("SELECT concept, count(*) AS n FROM exact GROUP BY concept"))
+    after = engine.fetch(
+        "SELECT concept, count(CASE WHEN near_rn = 1 THEN 1 END) AS after_dedup,"
+        f" count(CASE WHEN {kept_condition(cfg)} THEN 1 END) AS available, count(*) AS uniq"
+        " FROM near GROUP BY concept"
+    ).to_pylist()
+    after_dedup = {c: 0 for c in before} | {r["concept"]: r["after_dedup"] for r in after}
+    available = {c: 0 for c in before} | {r["concept"]: r["available"] for r in after}
+    n_exact = sum(before.values()) - sum(r["uniq"] for r in after)
+    n_near = sum(r["uniq"] for r in after) - sum(after_dedup.values())
     limits, balance_info = _limits(cfg, available, target)
     engine.register("limits", limits)
     engine.materialize("ranked", ranked_sql(d, cfg, seed))
@@ -317,12 +365,11 @@ def execute_plan(engine, cfg: SelectConfig, target: int, seed: int, out_dir: Pat
     if cfg.audit:
         engine.write_parquet(dropped_sql(cfg), out_dir / "_dropped", DROPPED_SCHEMA)
 
-    n_exact = engine.fetch("SELECT count(*) AS n FROM exact WHERE exact_rn > 1").column("n")[0].as_py()
-    n_near = engine.fetch("SELECT count(*) AS n FROM near WHERE near_rn > 1").column("n")[0].as_py()
-    return _summary(
+    summary = _summary(
         cfg, stats, method, prior, before, after_dedup, available, balance_info, selected,
         n_exact, n_near, edges.num_rows, target, seed,
     )
+    return summary, {k: round(v, 3) for k, v in engine.seconds.items()}
 
 
 def _engagement_method(cfg: SelectConfig, stats: dict[str, Any]) -> tuple[str, float]:
@@ -390,7 +437,8 @@ def _summary(cfg, stats, method, prior, before, after_dedup, available, balance_
         "near_dup_search": {
             "hamming": cfg.near_dup_hamming,
             "bands": cfg.near_dup_bands,
-            "complete": search_is_complete(cfg.near_dup_bands, cfg.near_dup_hamming),
+            "probe_radius": probe_radius(cfg.near_dup_bands, cfg.near_dup_hamming),
+            "complete": True,
             "verified_pairs": n_edges,
         },
         "engagement": {
@@ -421,7 +469,9 @@ class DuckDBEngine:
         import duckdb
 
         scratch.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(scratch / "select.duckdb"))
+        # In-memory tables spill to temp_directory past memory_limit: out-of-core without the
+        # write-ahead log and checkpoints of an on-disk database.
+        self.con = duckdb.connect(":memory:")
         self.con.execute(f"SET memory_limit = '{cfg.memory_limit}'")
         self.con.execute(f"SET temp_directory = '{scratch / 'spill'}'")
         self.con.execute("SET preserve_insertion_order = false")
@@ -433,6 +483,9 @@ class DuckDBEngine:
 
     def materialize(self, name: str, sql: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TABLE {name} AS {sql}")
+
+    def view(self, name: str, sql: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
 
     def drop(self, name: str) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -519,7 +572,7 @@ def run_select(
         scratch = None
         runner = SparkEngine(files, config, master, conf)
     try:
-        summary = execute_plan(runner, cfg, target, seed, tmp)
+        summary, step_seconds = execute_plan(runner, cfg, target, seed, tmp)
     finally:
         runner.close()
         if scratch is not None and not cfg.temp_directory:
@@ -528,7 +581,8 @@ def run_select(
     write_json_atomic(summary, tmp / "_summary.json")
     mark_success(tmp)
     _publish(tmp, final)
-    return {**summary, "wall_s": round(time.perf_counter() - started, 3)}
+    # Timings stay out of _summary.json so that a rerun writes identical files.
+    return {**summary, "wall_s": round(time.perf_counter() - started, 3), "step_s": step_seconds}
 
 
 def _read_summary(directory: Path) -> dict[str, Any]:

@@ -30,6 +30,13 @@ class SparkEngine:
 
         self.spark = get_spark(config, master, conf)
         self._frames = {}
+        # Spark's default of 200 shuffle partitions makes thousands of tiny tasks here; scale
+        # with the cluster instead, unless the user chose a value. Restored on close.
+        self._saved_partitions = None
+        if "spark.sql.shuffle.partitions" not in {**config.spark.conf, **(conf or {})}:
+            self._saved_partitions = self.spark.conf.get("spark.sql.shuffle.partitions")
+            parallelism = self.spark.sparkContext.defaultParallelism
+            self.spark.conf.set("spark.sql.shuffle.partitions", str(max(4, 2 * parallelism)))
         scores = self.spark.read.parquet(*[str(p.resolve()) for p in files])
         scores.createOrReplaceTempView("scores")
 
@@ -40,6 +47,10 @@ class SparkEngine:
         frame = self.spark.sql(sql).persist(StorageLevel.MEMORY_AND_DISK)
         frame.createOrReplaceTempView(name)
         self._frames[name] = frame
+
+    def view(self, name: str, sql: str) -> None:
+        self.drop(name)
+        self.spark.sql(sql).createOrReplaceTempView(name)
 
     def drop(self, name: str) -> None:
         frame = self._frames.pop(name, None)
@@ -64,6 +75,8 @@ class SparkEngine:
     def close(self) -> None:
         for name in list(self._frames):
             self.drop(name)
+        if self._saved_partitions is not None:
+            self.spark.conf.set("spark.sql.shuffle.partitions", self._saved_partitions)
 
 
 def _spark_schema(schema: pa.Schema):

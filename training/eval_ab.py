@@ -32,7 +32,7 @@ from annotation.lsclient import Client, Unavailable
 from annotation.projects import ensure_local_storage
 from pipeline.runio import mark_success, write_json_atomic, write_parquet_atomic
 from training.config import EvalConfig
-from training.eval import EvalError, table_by_category
+from training.eval import table_by_category
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,8 @@ def pull(out: str | Path, client: Client, cfg: EvalConfig) -> dict[str, Any]:
         project = find_project(client, aid, question)
         if project is None:
             raise ABError(f"no {question} project for {out} at {client.url}; run `photogenic eval push` first")
-        for task in client.export(project["id"]):
+        # The task list with fields=all carries every annotation (as annotation.pull reads it).
+        for task in client.tasks(project["id"], fields="all", page_size=1000):
             pair_id = str((task.get("data") or {}).get("pair_id"))
             placed = placements.get((question, pair_id))
             if placed is None:

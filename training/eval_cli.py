@@ -56,7 +56,8 @@ def _run(base, tuned, prompts_file, out_dir, config_path, max_prompts, steps, se
     clip = config.filters.clip
     try:
         results = run_eval(base, tuned, out_dir, prompts_file or PROMPTS_FILE, cfg,
-                           filter_clip=(clip.model, clip.pretrained), filter_aesthetic_head=config.filters.aesthetic.head)
+                           filter_clip=(clip.model, clip.pretrained),
+                           filter_aesthetic_head=config.filters.aesthetic.head)
     except (EvalError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     print_results(results)
@@ -70,7 +71,8 @@ def print_results(results: dict) -> None:
 
     console = Console()
     for note in results["notes"]:
-        console.print(f"[bold red]NOTE:[/bold red] {escape(note)}" if results["meaningless"] else f"note: {escape(note)}")
+        label = "[bold red]NOTE:[/bold red]" if results["meaningless"] else "note:"
+        console.print(f"{label} {escape(note)}")
     for metric, table in results["tables"].items():
         _print_table(console, f"{metric}: tuned vs base ({results['pairs']} pairs)", table, Table)
 

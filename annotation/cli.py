@@ -1,0 +1,283 @@
+"""`photogenic review ...`: the local Label Studio, push, pull, status, simulate, invite."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from annotation import server
+from annotation.config import ReviewConfig
+from annotation.lsclient import Client, LabelStudioError
+
+# Wide enough for the quality tables when output goes to a file or a CI log.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True)
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             help="Photogenic TOML config ([review] section).")
+url_option = click.option("--url", help=f"Your own Label Studio (token from ${server.TOKEN_ENV}); "
+                                        "default: the local server.")
+run_option = click.option("--run", "run", required=True, type=click.Path(file_okay=False, path_type=Path),
+                          help="Run directory.")
+pass_option = click.option("--pass", "pass_n", required=True, type=click.IntRange(1, 2), help="Review pass.")
+
+
+def _review_config(path: str | None) -> ReviewConfig:
+    from pipeline.config import ConfigError, load_config
+
+    try:
+        return load_config(path).review
+    except ConfigError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _client(config: ReviewConfig, url: str | None, start_local: bool = True) -> Client:
+    try:
+        conn = server.connect(config, url, start_local=start_local)
+    except server.ServerError as err:
+        raise click.ClickException(str(err)) from None
+    if not server.healthy(conn.url, timeout=10):
+        raise click.ClickException(f"Label Studio at {conn.url} is not reachable")
+    return Client(conn, max_retries=config.max_retries, backoff_s=config.backoff_s,
+                  backoff_max_s=config.backoff_max_s, timeout_s=config.request_timeout_s)
+
+
+def _fail(err: Exception) -> None:
+    raise click.ClickException(str(err)) from None
+
+
+@click.group()
+def review() -> None:
+    """Two-pass human review in Label Studio (pass 1 recall, pass 2 precision)."""
+
+
+# --- server ----------------------------------------------------------------------------------
+
+
+@review.group("server")
+def server_group() -> None:
+    """The local Label Studio (own virtualenv, 127.0.0.1 only)."""
+
+
+def _server_config(config_path: str | None, port: int | None, data_dir: str | None) -> ReviewConfig:
+    config = _review_config(config_path)
+    if port is not None:
+        config.port = port
+    if data_dir is not None:
+        config.data_dir = data_dir
+    return config
+
+
+server_options = [
+    config_option,
+    click.option("--port", type=int, help="Port on 127.0.0.1 (default from config: 8089)."),
+    click.option("--data-dir", help="Label Studio data folder (default .cache/label-studio)."),
+]
+
+
+def _with_server_options(fn):
+    for opt in reversed(server_options):
+        fn = opt(fn)
+    return fn
+
+
+@server_group.command("start")
+@_with_server_options
+def server_start(config_path, port, data_dir) -> None:
+    """Install (once) and start Label Studio; creates the admin and API token without prompts."""
+    config = _server_config(config_path, port, data_dir)
+    try:
+        conn = server.start(config, echo=lambda m: err_console.print(m))
+    except server.ServerError as err:
+        _fail(err)
+    ddir = server.data_dir(config).resolve()
+    console.print(f"Label Studio is running at [bold]{conn.url}[/] (pid {server.status(config)['pid']})")
+    console.print(f"  log in as {conn.admin_email}; the password and API token are in "
+                  f"{ddir / server.SECRETS_FILE} (mode 0600)")
+    console.print("  stop it with: photogenic review server stop"
+                  + (f" --port {config.port}" if port else "")
+                  + (f" --data-dir {data_dir}" if data_dir else ""))
+
+
+@server_group.command("stop")
+@_with_server_options
+def server_stop(config_path, port, data_dir) -> None:
+    """Stop the Label Studio this project started (only its recorded PID)."""
+    config = _server_config(config_path, port, data_dir)
+    if server.stop(config):
+        console.print("Label Studio stopped")
+    else:
+        console.print("no Label Studio started by photogenic is running")
+
+
+@server_group.command("status")
+@_with_server_options
+def server_status(config_path, port, data_dir) -> None:
+    """Whether the local Label Studio runs and answers."""
+    config = _server_config(config_path, port, data_dir)
+    st = server.status(config)
+    if st["running"]:
+        console.print(f"running: pid {st['pid']} at {st['url']} (healthy: {st['healthy']})")
+    else:
+        console.print(f"not running (data dir {st['data_dir']})")
+        sys.exit(3)
+
+
+# --- push / pull -----------------------------------------------------------------------------
+
+
+@review.command("push")
+@run_option
+@pass_option
+@url_option
+@config_option
+@click.option("--gold", "gold_file", type=click.Path(dir_okay=False, exists=True),
+              help="Known answers (csv/parquet: key, keep) for gold tasks of this pass.")
+@click.option("--limit", type=int, help="Push only the first N images (trials).")
+def push_cmd(run, pass_n, url, config_path, gold_file, limit) -> None:
+    """Import the pass's images as tasks (batched, retried, one task per key ever)."""
+    from annotation.push import PushError, push
+
+    config = _review_config(config_path)
+    client = _client(config, url)
+    try:
+        result = push(run, pass_n, client, config, gold_file=gold_file, limit=limit,
+                      echo=lambda m: err_console.print(m))
+    except (PushError, LabelStudioError) as err:
+        _fail(err)
+    console.print(f"pass {pass_n}: {result.n_imported} new task(s) imported, {result.n_in_project} in "
+                  f"project {result.project_id} ({result.n_gold} gold, {result.n_unreadable} unreadable) "
+                  f"in {result.seconds:.1f}s")
+    console.print(f"  annotate at {client.url}/projects/{result.project_id}/data")
+
+
+@review.command("pull")
+@run_option
+@pass_option
+@url_option
+@config_option
+def pull_cmd(run, pass_n, url, config_path) -> None:
+    """Export all annotations and write annotations.parquet + decisions.parquet by the pass's rule."""
+    from annotation.pull import PullError, pull
+
+    config = _review_config(config_path)
+    client = _client(config, url)
+    try:
+        q = pull(run, pass_n, client, config)
+    except (PullError, LabelStudioError) as err:
+        _fail(err)
+    console.print(f"pass {pass_n}: {q['n_annotations']} annotation(s) on {q['tasks']} task(s); "
+                  f"kept {q['kept']} by rule '{q['rule']}' -> {run}/review/pass{pass_n}/decisions.parquet")
+
+
+# --- simulate / invite -----------------------------------------------------------------------
+
+
+@review.command("simulate")
+@run_option
+@pass_option
+@url_option
+@config_option
+@click.option("--annotators", default=3, show_default=True, type=click.IntRange(1, 20))
+@click.option("--seed", default=0, show_default=True, type=int)
+def simulate_cmd(run, pass_n, url, config_path, annotators, seed) -> None:
+    """SIMULATION: seeded synthetic annotators answer a pass through Label Studio's API."""
+    from annotation.simulate import SimulationError, simulate
+
+    config = _review_config(config_path)
+    client = _client(config, url)
+    try:
+        simulate(run, pass_n, client, config, annotators=annotators, seed=seed,
+                 echo=lambda m: console.print(f"[bold magenta]{m}[/]"))
+    except (SimulationError, LabelStudioError) as err:
+        _fail(err)
+
+
+@review.command("invite")
+@url_option
+@config_option
+def invite_cmd(url, config_path) -> None:
+    """Print the signup link to send to annotators (they join the organisation through it)."""
+    from annotation.users import invite_url
+
+    config = _review_config(config_path)
+    console.print(invite_url(_client(config, url)))
+
+
+# --- status ----------------------------------------------------------------------------------
+
+
+@review.command("status")
+@run_option
+@url_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_cmd(run, url, config_path, as_json) -> None:
+    """Progress per pass (done/total, ETA) and annotator quality (agreement, gold accuracy)."""
+    from annotation.progress import run_status
+
+    config = _review_config(config_path)
+    try:
+        client = _client(config, url, start_local=False)
+    except click.ClickException as err:
+        err_console.print(f"{err.message}; showing the last pull")
+        client = None
+    passes = run_status(run, client)
+    if as_json:
+        click.echo(json.dumps(passes, indent=2, default=str))
+        return
+    for st in passes:
+        _print_pass(st)
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown (no recent rate)"
+    if seconds == 0:
+        return "done"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}h {rem // 60:02d}m" if h else f"{rem // 60}m {rem % 60:02d}s"
+
+
+def _print_pass(st: dict) -> None:
+    n = st["pass"]
+    if st["source"] == "not pushed":
+        console.print(f"[bold]pass {n}[/]: not pushed yet")
+        return
+    sim = " [magenta](SIMULATED annotators)[/]" if st.get("simulated") else ""
+    console.print(f"[bold]pass {n}[/] ({st['source']}){sim}: tasks complete {st['tasks_complete']}/"
+                  f"{st['tasks']}, annotations {st['annotations_done']}/{st['annotations_needed']}, "
+                  f"rate {_fmt(st['annotations_per_hour'], '.0f')}/h, ETA {_duration(st['eta_seconds'])}")
+    if st.get("decisions"):
+        d = st["decisions"]
+        console.print(f"  decisions (last pull): kept {d['kept']} of {d['keys']}")
+    q = st["quality"]
+    table = Table(title=f"pass {n} annotators", show_lines=False)
+    for col in ("annotator", "annotations", "keep rate", "gold acc.", "gold n", "s/task (median)", "mean rating"):
+        table.add_column(col, justify="left" if col == "annotator" else "right")
+    for a in q["annotators"]:
+        table.add_row(a["annotator"], str(a["annotations"]), _fmt(a["keep_rate"]),
+                      _fmt(a["gold_accuracy"]), str(a["gold_tasks"]),
+                      _fmt(a["median_seconds_per_task"], ".1f"), _fmt(a["mean_rating"]))
+    console.print(table)
+    ag = q["agreement"]
+    console.print(f"  agreement on {ag['overlapping_tasks']} overlapping task(s): "
+                  f"Krippendorff's alpha (keep) {_fmt(ag['krippendorff_alpha_keep'])}, "
+                  f"Fleiss' kappa {_fmt(ag['fleiss_kappa_keep'])} ({ag['fleiss_tasks']} tasks x "
+                  f"{ag['fleiss_raters_per_task']} raters), percent agreement {_fmt(ag['percent_agreement'])}, "
+                  f"alpha (mean rating) {_fmt(ag['krippendorff_alpha_mean_rating'])}")
+    if ag["cohen_kappa_pairs"]:
+        pairs = Table(title=f"pass {n} Cohen's kappa per pair of annotators")
+        for col in ("annotator A", "annotator B", "shared tasks", "Cohen's kappa"):
+            pairs.add_column(col, justify="right" if "annotator" not in col else "left")
+        for pair in ag["cohen_kappa_pairs"]:
+            pairs.add_row(pair["a"], pair["b"], str(pair["shared_tasks"]), _fmt(pair["cohen_kappa"]))
+        console.print(pairs)

@@ -1,0 +1,62 @@
+"""Local ledger of a pass's pushed tasks (key -> task id), so a re-push need not list every task
+of a large project (Label Studio lists ~5,000 tasks in tens of seconds).
+
+The ledger is trusted only while it is provably in step with the server: no batch was in flight
+when the last push stopped (a `pending` marker is written before each import and removed after
+its ids are recorded), it names the same project, and it holds exactly as many tasks as the
+project reports. Otherwise the keys are read back from the server and the ledger is rebuilt.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.runio import write_json_atomic, write_parquet_atomic
+
+PENDING = "pending.json"
+
+
+class Ledger:
+    def __init__(self, directory: Path, project_id: int):
+        self.dir = Path(directory)
+        self.project_id = project_id
+
+    def _files(self) -> list[Path]:
+        return sorted(self.dir.glob("part-*.parquet"))
+
+    def read(self) -> dict[str, int] | None:
+        """key -> task id, or None when the ledger cannot be trusted on its own."""
+        meta = self.dir / "ledger.json"
+        if (self.dir / PENDING).exists() or not meta.exists():
+            return None
+        if json.loads(meta.read_text()).get("project_id") != self.project_id:
+            return None
+        out: dict[str, int] = {}
+        for path in self._files():
+            t = pq.read_table(path)
+            out.update(zip(t["key"].to_pylist(), t["task_id"].to_pylist()))
+        return out
+
+    def begin(self, keys: list[str]) -> None:
+        write_json_atomic({"project_id": self.project_id, "keys": len(keys)}, self.dir / PENDING)
+
+    def commit(self, keys: list[str], task_ids: list[int]) -> None:
+        self._write_part(keys, task_ids)
+        (self.dir / PENDING).unlink(missing_ok=True)
+
+    def rebuild(self, mapping: dict[str, int]) -> None:
+        """Replace the ledger with what the server holds."""
+        old = self._files()
+        self._write_part(list(mapping), list(mapping.values()))
+        for path in old:
+            path.unlink(missing_ok=True)
+        write_json_atomic({"project_id": self.project_id}, self.dir / "ledger.json")
+        (self.dir / PENDING).unlink(missing_ok=True)
+
+    def _write_part(self, keys: list[str], task_ids: list[int]) -> None:
+        table = pa.table({"key": pa.array(keys, pa.string()), "task_id": pa.array(task_ids, pa.int64())})
+        write_parquet_atomic(table, self.dir / f"part-{uuid.uuid4().hex}.parquet")

@@ -1,0 +1,130 @@
+"""A small Label Studio REST client with retries and backoff on connection errors and 5xx.
+
+Plain `requests` against the documented REST API rather than label-studio-sdk: push needs to
+decide itself what is safe to retry (an import that may have landed is re-checked, never
+blindly resent), and the SDK retries neither connection errors nor exposes that choice.
+The token lives only in the session's headers; nothing here logs headers or prints it.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Callable
+
+import requests
+
+from annotation.server import Connection
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {500, 502, 503, 504, 429}
+
+
+class LabelStudioError(RuntimeError):
+    pass
+
+
+class Unavailable(LabelStudioError):
+    """The server could not be reached (or kept failing) after all retries."""
+
+
+class Client:
+    def __init__(self, conn: Connection, max_retries: int = 8, backoff_s: float = 0.5,
+                 backoff_max_s: float = 20.0, timeout_s: float = 300.0, token: str | None = None):
+        self.url = conn.url.rstrip("/")
+        self.conn = conn
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Token {token or conn.token}"
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r})"
+
+    def as_user(self, token: str) -> "Client":
+        return Client(self.conn, self.max_retries, self.backoff_s, self.backoff_max_s,
+                      self.timeout_s, token=token)
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, retry: bool = True,
+                on_retry: Callable[[], None] | None = None, **kwargs: Any) -> Any:
+        """JSON of a successful response; retries transient failures with exponential backoff."""
+        kwargs.setdefault("timeout", self.timeout_s)
+        attempts = self.max_retries + 1 if retry else 1
+        last: str = ""
+        for attempt in range(attempts):
+            if attempt:
+                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(delay * (0.5 + random.random() / 2))
+                if on_retry:
+                    on_retry()
+            try:
+                resp = self.session.request(method, self.url + path, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                last = f"{type(err).__name__}"
+                log.info("%s %s: %s (attempt %d/%d)", method, path, last, attempt + 1, attempts)
+                continue
+            if resp.status_code in RETRY_STATUS:
+                last = f"HTTP {resp.status_code}"
+                log.info("%s %s: %s (attempt %d/%d)", method, path, last, attempt + 1, attempts)
+                continue
+            if resp.status_code >= 400:
+                raise LabelStudioError(f"{method} {path}: HTTP {resp.status_code}: {resp.text[:500]}")
+            if resp.status_code == 204 or not resp.content:
+                return None
+            return resp.json()
+        raise Unavailable(f"Label Studio at {self.url} unavailable: {method} {path} failed "
+                          f"{attempts} times (last: {last})")
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.request("POST", path, json=json, **kw)
+
+    def patch(self, path: str, json: Any = None, **kw: Any) -> Any:
+        return self.request("PATCH", path, json=json, **kw)
+
+    # --- API ---------------------------------------------------------------------------------
+
+    def whoami(self) -> dict:
+        return self.get("/api/current-user/whoami")
+
+    def projects(self) -> list[dict]:
+        out, page = [], 1
+        while True:
+            data = self.get("/api/projects/", params={"page": page, "page_size": 100})
+            results = data["results"] if isinstance(data, dict) else data
+            out.extend(results)
+            if not isinstance(data, dict) or not data.get("next"):
+                return out
+            page += 1
+
+    def project(self, project_id: int) -> dict:
+        return self.get(f"/api/projects/{project_id}/")
+
+    def tasks(self, project_id: int, fields: str = "all", page_size: int = 5000) -> list[dict]:
+        """Every task of a project (paginated)."""
+        out, page = [], 1
+        while True:
+            try:
+                data = self.get("/api/tasks/", params={"project": project_id, "page": page,
+                                                        "page_size": page_size, "fields": fields})
+            except LabelStudioError as err:
+                if "HTTP 404" in str(err):  # past the last page
+                    return out
+                raise
+            batch = data.get("tasks", []) if isinstance(data, dict) else data
+            out.extend(batch)
+            total = data.get("total") if isinstance(data, dict) else None
+            if not batch or (total is not None and len(out) >= total):
+                return out
+            page += 1
+
+    def users(self) -> list[dict]:
+        data = self.get("/api/users/", params={"page_size": 1000})
+        return data["results"] if isinstance(data, dict) and "results" in data else data

@@ -1,0 +1,312 @@
+"""Filter benchmark: what each filter costs per image, what the cascade saves, what Spark costs.
+
+    python bench/filters.py [POOL] [--limit N] [--out bench/results/filters.json] [--sections a,b]
+
+1. Per filter: ms/image and images/s on one core (PHOTOGENIC_WORKER_THREADS=1), on the pool's
+   decodable images, each filter alone on the same decoded images (CLIP's cost is the shared
+   embedding plus its dot product; aesthetic is measured with a randomly initialised LAION-format
+   head, whose cost does not depend on its weights).
+   Real open_clip architectures (ViT-B-32, ViT-L-14) are timed too, with random weights.
+2. The cascade on the whole pool, default (a row stops at its first failure) vs `score_all`:
+   seconds per input image and their ratio, in one process, side by side.
+3. The Spark filter job (`pipeline.filter_job.run_filter`, local[*]) vs the same cascade in a plain
+   Python loop: rows/s and their ratio.
+Every number written is measured in this run; the machine's core count and load are recorded
+because a shared machine inflates all of them alike.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path, and bench/select.py would shadow the
+# standard library's `select` (which subprocess needs): drop it, put the repository root instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("PHOTOGENIC_WORKER_THREADS", "1")  # per-core figures
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from PIL import Image  # noqa: E402
+
+from filters.base import Sample  # noqa: E402
+from pipeline.cascade import Cascade  # noqa: E402
+from pipeline.config import Config  # noqa: E402
+from pipeline.readers import discover_shards, read_shard  # noqa: E402
+
+
+SECTIONS = ("per_filter", "clip_models", "cascade", "spark")
+
+
+def pool_rows(pool: Path) -> list[dict]:
+    rows = []
+    for spec in discover_shards(pool):
+        for batch in read_shard(spec, batch_rows=64):
+            rows += batch.to_pylist()
+    return rows
+
+
+def decoded_samples(rows: list[dict], size: int, limit: int) -> list[Sample]:
+    out = []
+    for r in rows:
+        if len(out) >= limit:
+            break
+        try:
+            img = Image.open(io.BytesIO(r["image"] or b""))
+            img.draft("RGB", (size, size))
+            img = img.convert("RGB")
+        except Exception:
+            continue
+        if min(img.size) < 64:
+            continue
+        img.thumbnail((size, size))
+        out.append(Sample(r["key"], r["caption"], None, img.width, img.height, image=img))
+    return out
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def fresh(samples: list[Sample]) -> list[Sample]:
+    return [Sample(s.key, s.caption, None, s.width, s.height, image=s.image) for s in samples]
+
+
+def per_filter_costs(rows: list[dict], limit: int, tmp: Path) -> dict:
+    import torch
+
+    from filters.aesthetic import AestheticFilter, build_head
+    from filters.clip import ClipEmbedder, ClipFilter
+    from filters.concepts import ConceptFilter
+    from filters.ocr import OcrFilter
+    from filters.offensive import OffensiveFilter
+
+    config = Config()
+    ocr = OcrFilter(**config.filters.ocr.model_dump(exclude={"enabled"}))
+    samples = decoded_samples(rows, ocr.pixel_size, limit)
+    n = len(samples)
+    torch.manual_seed(0)
+    head_path = tmp / "random-laion-head.pth"
+    torch.save(build_head(768).state_dict(), head_path)
+
+    results = {}
+
+    def record(name: str, seconds: float, note: str = "") -> None:
+        ms = 1000 * seconds / n
+        results[name] = {"ms_per_image": round(ms, 3), "images_per_s_per_core": round(1000 / ms, 2) if ms else None,
+                         "images": n, **({"note": note} if note else {})}
+        print(f"  {name:24s} {ms:9.2f} ms/image  {1000 / ms if ms else float('inf'):9.1f} images/s/core  {note}")
+
+    offensive = OffensiveFilter(**config.filters.offensive.model_dump(exclude={"enabled"}))
+    for f in (offensive, ocr):
+        f.setup()
+        f.score(fresh(samples[:2]))  # warm-up: first ONNX run allocates
+        record(f.name, timed(lambda f=f: f.decide(f.score(fresh(samples)))))
+
+    embedder = ClipEmbedder(**config.filters.clip.model_dump(exclude={"enabled", "min_score", "min_score_fraction"}))
+    embedder.setup()
+    embedder.embed(fresh(samples[:2]))
+    embedded = fresh(samples)
+    record("clip_embedding", timed(lambda: embedder.embed(embedded)),
+           f"{embedder.model_name}, {embedder.image_size}px; shared by clip, aesthetic, zero-shot concepts")
+    clip = ClipFilter(**config.filters.clip.model_dump(exclude={"enabled"}))
+    record("clip_score_only", timed(lambda: clip.decide(clip.score(embedded)), 3))
+    aesthetic = AestheticFilter(head=str(head_path))
+    record("aesthetic_head_only", timed(lambda: aesthetic.decide(aesthetic.score(embedded)), 3), "MLP 768-1024-128-64-16-1")
+    keywords = ConceptFilter(zero_shot="off")
+    record("concepts_keywords", timed(lambda: keywords.decide(keywords.score(embedded)), 3))
+    zero_shot = ConceptFilter(zero_shot="on")
+    zero_shot.score(embedded[:1])  # prompt embeddings are computed once per process
+    record("concepts_zero_shot_only", timed(lambda: zero_shot.decide(zero_shot.score(embedded)), 3),
+           "after the shared embedding; prompts embedded once per process")
+    emb_ms = results["clip_embedding"]["ms_per_image"]
+    results["clip_total"] = {"ms_per_image": round(emb_ms + results["clip_score_only"]["ms_per_image"], 3),
+                             "note": "embedding + score (what a cascade pays when clip is the first embedding filter)"}
+    return results
+
+
+def clip_model_costs(rows: list[dict], models: list[tuple[str, int]]) -> dict:
+    """Embedding cost of real open_clip architectures, built with random weights (no weights can be
+    downloaded here; speed does not depend on the weights' values). Not via ClipEmbedder, which
+    rightly refuses to run a real architecture without weights."""
+    import open_clip
+    import torch
+
+    torch.set_num_threads(1)
+    results = {}
+    for name, n in models:
+        samples = decoded_samples(rows, 448, n)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        model.eval()
+        batch = torch.stack([preprocess(s.image) for s in samples])
+        with torch.inference_mode():
+            model.encode_image(batch[:1])
+            start = time.perf_counter()
+            model.encode_image(batch)
+            image_s = time.perf_counter() - start
+            tokens = open_clip.get_tokenizer(name)([s.caption or "" for s in samples])
+            start = time.perf_counter()
+            model.encode_text(tokens)
+            text_s = time.perf_counter() - start
+        ms = 1000 * (image_s + text_s) / len(samples)
+        results[name] = {"ms_per_image": round(ms, 2), "images_per_s_per_core": round(1000 / ms, 3),
+                         "image_ms": round(1000 * image_s / len(samples), 2),
+                         "text_ms": round(1000 * text_s / len(samples), 2), "images": len(samples),
+                         "note": "random weights, real architecture: cost only"}
+        print(f"  {name:24s} {ms:9.2f} ms/image (image {results[name]['image_ms']}, caption {results[name]['text_ms']})")
+        del model
+    return results
+
+
+def summarise_cascade(cascade: Cascade, rows: int, passed: int, wall: float, cpu: float) -> dict:
+    return {"rows": rows, "passed": passed, "wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+            "ms_per_input_image": round(1000 * wall / rows, 3), "cpu_ms_per_input_image": round(1000 * cpu / rows, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in cascade.timings.items()},
+            "stage_rows": dict(cascade.scored), "meaningless": cascade.meaningless, "skipped": cascade.skipped}
+
+
+def run_cascade(rows_batches, config: Config, score_all: bool) -> dict:
+    cascade = Cascade(config, score_all=score_all)
+    cascade.setup()
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = passed = 0
+    for batch in rows_batches:
+        out = cascade.process(batch)
+        n += out.num_rows
+        passed += sum(out.column("passed").to_pylist())
+    return summarise_cascade(cascade, n, passed, time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def run_cascades_interleaved(rows_batches, config: Config) -> dict:
+    """Default and score_all on the same batches, alternating A-B / B-A batch by batch, so that
+    the load of a shared machine drifts over both alike; CPU time is reported beside wall time."""
+    modes = {"default": Cascade(config, score_all=False), "score_all": Cascade(config, score_all=True)}
+    totals = {m: {"wall": 0.0, "cpu": 0.0, "rows": 0, "passed": 0} for m in modes}
+    for cascade in modes.values():
+        cascade.setup()
+    for i, batch in enumerate(rows_batches):
+        for mode in (("default", "score_all") if i % 2 == 0 else ("score_all", "default")):
+            wall, cpu = time.perf_counter(), time.process_time()
+            out = modes[mode].process(batch)
+            totals[mode]["wall"] += time.perf_counter() - wall
+            totals[mode]["cpu"] += time.process_time() - cpu
+            totals[mode]["rows"] += out.num_rows
+            totals[mode]["passed"] += sum(out.column("passed").to_pylist())
+    return {m: summarise_cascade(modes[m], t["rows"], t["passed"], t["wall"], t["cpu"]) for m, t in totals.items()}
+
+
+def pool_batches(pool: Path, batch_rows: int):
+    return [b for spec in discover_shards(pool) for b in read_shard(spec, batch_rows=batch_rows)]
+
+
+def spark_vs_loop(pool: Path, config: Config, loop: dict, tmp: Path) -> dict:
+    try:
+        from pipeline.filter_job import run_filter
+        from pipeline.spark import get_spark
+    except ImportError as err:
+        return {"error": f"filter job not available: {err}"}
+    spark = get_spark(config, master=None)
+    cores = spark.sparkContext.defaultParallelism
+    out = tmp / "spark-run"
+    start = time.perf_counter()
+    funnel = run_filter(pool, out, config, spark=spark, score_all=False)
+    cold = time.perf_counter() - start
+    shutil.rmtree(out)  # again with warm Python workers (models already loaded in them)
+    start = time.perf_counter()
+    funnel = run_filter(pool, out, config, spark=spark, score_all=False)
+    warm = time.perf_counter() - start
+    rows = funnel["rows_in"]
+    loop_rate = loop["rows"] / loop["wall_seconds"]
+    return {
+        "master": spark.sparkContext.master, "default_parallelism": cores, "rows": rows,
+        "cold_wall_seconds": round(cold, 3), "warm_wall_seconds": round(warm, 3),
+        "spark_rows_per_s_warm": round(rows / warm, 3), "loop_rows_per_s": round(loop_rate, 3),
+        "spark_over_loop_throughput_ratio_warm": round((rows / warm) / loop_rate, 3),
+        "spark_over_loop_throughput_ratio_cold": round((rows / cold) / loop_rate, 3),
+        "note": f"loop = one Python process, one thread per model; Spark = {cores} task slots on this machine",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pool", nargs="?", default="sample_pool")
+    parser.add_argument("--limit", type=int, default=60, help="images for the per-filter costs")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "filters.json"))
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated subset of {','.join(SECTIONS)}; results of other sections already "
+                             "in --out are kept")
+    args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        sys.exit(f"unknown sections {sorted(sections - set(SECTIONS))}; choose from {SECTIONS}")
+    pool = Path(args.pool)
+    if not pool.exists():
+        sys.exit(f"no sample pool at {pool}: build it with `make sample-pool` (photogenic sample-pool {pool})")
+    load_before = os.getloadavg()
+    rows = pool_rows(pool)
+    config = Config()
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if out.exists() and sections != set(SECTIONS) else {}
+    result: dict = {
+        **previous,
+        "pool": str(pool.resolve()), "pool_rows": len(rows),
+        "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in load_before],
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "threads_per_model": int(os.environ["PHOTOGENIC_WORKER_THREADS"]),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if "per_filter" in sections:
+            print(f"per-filter cost on one core ({min(args.limit, len(rows))} images of {pool}):")
+            result["per_filter"] = per_filter_costs(rows, args.limit, tmp)
+        if "clip_models" in sections:
+            print("real CLIP architectures (embedding cost on one core):")
+            result["clip_models"] = clip_model_costs(rows, [("ViT-B-32", 16), ("ViT-L-14", 6)])
+        if "cascade" in sections or "spark" in sections:
+            batches = pool_batches(pool, config.job.batch_rows)
+        if "cascade" in sections:
+            print("cascade, whole pool, one process, default and score_all interleaved batch by batch:")
+            both = run_cascades_interleaved(batches, config)
+            default, full = both["default"], both["score_all"]
+            for mode, r in both.items():
+                print(f"  {mode:9s} {r['ms_per_input_image']:9.2f} ms/input image wall, {r['cpu_ms_per_input_image']:9.2f} cpu"
+                      f" ({r['rows']} rows, {r['passed']} passed)")
+            result["cascade"] = {
+                "default": default, "score_all": full,
+                "cost_ratio_default_over_score_all": round(default["ms_per_input_image"] / full["ms_per_input_image"], 3),
+                "cpu_cost_ratio_default_over_score_all": round(default["cpu_ms_per_input_image"] / full["cpu_ms_per_input_image"], 3),
+            }
+            print(f"  ratio default / score_all = {result['cascade']['cost_ratio_default_over_score_all']} wall, "
+                  f"{result['cascade']['cpu_cost_ratio_default_over_score_all']} cpu")
+        if "spark" in sections:
+            print("plain Python loop (default cascade), then the Spark filter job on the same pool:")
+            loop = run_cascade(batches, config, score_all=False)
+            result["spark"] = spark_vs_loop(pool, config, loop, tmp)
+            print("  " + json.dumps(result["spark"]))
+    for section in sections:  # a shared machine inflates every number alike: say how loaded it was
+        if isinstance(result.get(section), dict):
+            result[section]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
+    result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["meaningless"] = ("clip_score (and aesthetic/zero-shot concepts) come from the random tiny-random CLIP "
+                             "model: their costs are real for that model, their values mean nothing")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""A person in headless Chromium (Debian's /usr/bin/chromium driven by Playwright, no browser
+download) logs in to the real Label Studio, opens a pass-2 task, rates it and keeps it by
+clicking, submits; the next pull has exactly that annotation. A screenshot is saved."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from annotation.lsclient import Client
+from annotation.pull import pull
+from annotation.push import push
+from pipeline.runio import mark_success, write_parquet_atomic
+from tests.review_helpers import annotator_store, artifacts_dir, make_fake_run
+
+# The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by
+# every review test file through this plugin, so it starts once per test session.
+pytest_plugins = ["tests.review_helpers"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-dev-shm-usage"]
+RATINGS = {"composition": 4, "lighting": 5, "colour": 3, "subject": 4, "background": 2}
+EMAIL = "browser-specialist@photogenic.local"
+
+
+def _pass1_keepers(run: Path, keys: list[str]) -> None:
+    """Pass 1 as if it had been pulled: two keepers go on to pass 2."""
+    cands = pq.read_table(run / "candidates" / "part-00000.parquet")
+    keep = pa.array([k in keys[:2] for k in cands["key"].to_pylist()])
+    write_parquet_atomic(cands.append_column("keep", keep), run / "review" / "pass1" / "decisions.parquet")
+    mark_success(run / "review" / "pass1")
+
+
+def test_review_browser_annotator_rates_and_keeps_a_pass2_task(tmp_path, ls_server, ls_config):
+    from playwright.sync_api import sync_playwright
+
+    assert os.path.exists(CHROMIUM), "needs Debian's chromium: apt-get install -y chromium"
+    run = tmp_path / "run"
+    keys = make_fake_run(run, 4, prefix="w")
+    _pass1_keepers(run, keys)
+    client = Client(ls_server)
+    pushed = push(run, 2, client, ls_config, echo=lambda m: None)
+    assert pushed.n_in_project == 2
+    task = sorted(client.tasks(pushed.project_id, fields="task_only"), key=lambda t: t["id"])[0]
+    user = annotator_store(ls_config).ensure(client, EMAIL)
+
+    shot = artifacts_dir() / "review-browser-pass2.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.set_default_timeout(120_000)
+            page.goto(f"{client.url}/user/login/")
+            page.fill("input[name=email]", EMAIL)
+            page.fill("input[name=password]", user["password"])
+            page.click("button[type=submit], input[type=submit]")
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{client.url}/projects/{pushed.project_id}/data?task={task['id']}")
+            rates = page.locator(".ant-rate")
+            rates.first.wait_for()
+            close = page.locator('button[aria-label="Close modal"]')  # the instructions may pop up
+            if close.count() and close.first.is_visible():
+                close.first.click()
+            assert rates.count() == len(RATINGS)
+            for i, value in enumerate(RATINGS.values()):
+                rates.nth(i).locator(".ant-rate-star").nth(value - 1).click()
+            page.locator(".lsf-choice__checkbox").filter(has_text="keep").click()
+            with page.expect_response(lambda r: f"/api/tasks/{task['id']}/annotations" in r.url
+                                      and r.request.method == "POST") as response:
+                page.locator('[data-testid="bottombar-submit-button"]').click()
+            assert response.value.status == 201
+            page.screenshot(path=str(shot), full_page=True)
+        except Exception:
+            page.screenshot(path=str(artifacts_dir() / "review-browser-failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+
+    pull(run, 2, client, ls_config)
+    ann = pq.read_table(run / "review" / "pass2" / "annotations.parquet").to_pylist()
+    mine = [a for a in ann if a["annotator"] == EMAIL]
+    assert len(mine) == 1
+    a = mine[0]
+    assert a["key"] == task["data"]["key"] and a["keep"] is True
+    assert {name: a[name] for name in RATINGS} == RATINGS
+    assert a["lead_time"] and a["lead_time"] > 0
+    dec = {d["key"]: d for d in pq.read_table(run / "review" / "pass2" / "decisions.parquet").to_pylist()}
+    assert dec[a["key"]]["n_annotations"] == 1 and dec[a["key"]]["keep"] is True  # 1 of 1, mean 3.6
