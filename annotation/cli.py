@@ -226,7 +226,7 @@ def status_cmd(run, url, config_path, as_json) -> None:
     except click.ClickException as err:
         err_console.print(f"{err.message}; showing the last pull")
         client = None
-    passes = run_status(run, client)
+    passes = run_status(run, client, config)
     if as_json:
         click.echo(json.dumps(passes, indent=2, default=str))
         return

@@ -7,6 +7,7 @@ The token lives only in the session's headers; nothing here logs headers or prin
 """
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -19,6 +20,10 @@ from annotation.server import Connection
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {500, 502, 503, 504, 429}
+ANNOTATED_QUERY = {"filters": {"conjunction": "or", "items": [
+    {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},
+    {"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number", "value": 0},
+]}}
 
 
 class LabelStudioError(RuntimeError):
@@ -107,23 +112,34 @@ class Client:
     def project(self, project_id: int) -> dict:
         return self.get(f"/api/projects/{project_id}/")
 
-    def tasks(self, project_id: int, fields: str = "all", page_size: int = 5000) -> list[dict]:
-        """Every task of a project (paginated)."""
-        out, page = [], 1
+    def tasks(self, project_id: int, fields: str = "all", page_size: int = 5000,
+              query: dict | None = None) -> list[dict]:
+        """Every task of a project (paginated, deduplicated by id), optionally filtered with a
+        data-manager query."""
+        out, page, seen = [], 1, set()
+        params = {"project": project_id, "page_size": page_size, "fields": fields}
+        if query is not None:
+            params["query"] = json.dumps(query)
         while True:
             try:
-                data = self.get("/api/tasks/", params={"project": project_id, "page": page,
-                                                        "page_size": page_size, "fields": fields})
+                data = self.get("/api/tasks/", params={**params, "page": page})
             except LabelStudioError as err:
                 if "HTTP 404" in str(err):  # past the last page
                     return out
                 raise
             batch = data.get("tasks", []) if isinstance(data, dict) else data
-            out.extend(batch)
+            # A task annotated while paging shifts later pages: drop the repeats this causes.
+            fresh = [t for t in batch if t["id"] not in seen]
+            seen.update(t["id"] for t in fresh)
+            out.extend(fresh)
             total = data.get("total") if isinstance(data, dict) else None
-            if not batch or (total is not None and len(out) >= total):
+            if not batch or (total is not None and page * page_size >= total):
                 return out
             page += 1
+
+    def annotated_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
+        """Tasks with at least one annotation (submitted or skipped), with all annotations."""
+        return self.tasks(project_id, fields="all", page_size=page_size, query=ANNOTATED_QUERY)
 
     def users(self) -> list[dict]:
         data = self.get("/api/users/", params={"page_size": 1000})

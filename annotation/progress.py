@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from annotation.config import ReviewConfig
+from annotation.ledger import Ledger
 from annotation.lsclient import Client, LabelStudioError
 from annotation.projects import find_project, pass_dir
-from annotation.pull import load_gold_file, parse_annotation
+from annotation.pull import default_overlap, load_gold_file, parse_annotation
+from annotation.push import known_keys
 from annotation.quality import summarise
 
 RECENT = 200  # annotations the rate is measured over
@@ -47,17 +50,22 @@ def _progress(tasks: list[dict], rows: list[dict]) -> dict:
             "annotations_needed": needed, "annotations_per_hour": rate, "eta_seconds": eta}
 
 
-def live_pass_status(run: Path, n: int, client: Client) -> dict | None:
+def live_pass_status(run: Path, n: int, client: Client, config: ReviewConfig) -> dict | None:
     project = find_project(client, run, n)
     if project is None:
         return None
     gold = load_gold_file(pass_dir(run, n))
     users = {u["id"]: u["email"] for u in client.users()}
-    tasks = [t for t in client.tasks(project["id"], fields="all") if "key" in (t.get("data") or {})]
+    keys = known_keys(client, project["id"], Ledger(pass_dir(run, n) / "ledger", project["id"]))
+    overlap = default_overlap(project, config.for_pass(n), gold, keys)
     rows = []
-    for t in tasks:
+    for t in client.annotated_tasks(project["id"]):
+        if "key" not in (t.get("data") or {}):
+            continue
+        overlap[str(t["data"]["key"])] = t.get("overlap") or 1
         for ann in t.get("annotations") or []:
             rows.append(parse_annotation(str(t["data"]["key"]), t["id"], ann, n, users, gold))
+    tasks = [{"data": {"key": k}, "overlap": v} for k, v in overlap.items()]
     return {"pass": n, "source": "live", "project_id": project["id"], "project_title": project["title"],
             **_progress(tasks, rows), "quality": summarise(rows, gold)}
 
@@ -82,13 +90,13 @@ def decisions_summary(run: Path, n: int) -> dict | None:
     return {"keys": len(keep), "kept": int(sum(bool(k) for k in keep))}
 
 
-def run_status(run: Path, client: Client | None) -> list[dict]:
+def run_status(run: Path, client: Client | None, config: ReviewConfig) -> list[dict]:
     out = []
     for n in (1, 2):
         status = None
         if client is not None:
             try:
-                status = live_pass_status(run, n, client)
+                status = live_pass_status(run, n, client, config)
             except LabelStudioError:
                 status = None
         status = status or pulled_pass_status(run, n)

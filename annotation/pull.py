@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 from annotation.config import PassConfig, ReviewConfig
 from annotation.lsclient import Client
 from annotation.projects import RATINGS, find_project, pass_dir
-from annotation.push import PushError, pass_input
+from annotation.ledger import Ledger
+from annotation.push import PushError, known_keys, pass_input
 from annotation.quality import summarise
 from annotation.simulate import is_simulated_annotator
 from pipeline.runio import clear_success, mark_success, write_json_atomic, write_parquet_atomic
@@ -132,6 +133,15 @@ def load_gold_file(out_dir: Path) -> dict[str, bool]:
     return dict(zip(t["key"].to_pylist(), t["gold_keep"].to_pylist()))
 
 
+def default_overlap(project: dict, cfg: PassConfig, gold: dict[str, bool],
+                    keys: dict[str, int]) -> dict[str, int]:
+    """Annotations a task needs before any is made: the project's overlap when every task
+    overlaps, else 1 (the cohort is only known per task once annotated); gold tasks as pushed."""
+    everyone = (project.get("overlap_cohort_percentage") or 0) >= 100
+    base = int(project.get("maximum_annotations") or 1) if everyone else 1
+    return {k: (max(base, cfg.gold_annotators) if k in gold else base) for k in keys}
+
+
 def pull(run: Path, n: int, client: Client, config: ReviewConfig) -> dict:
     run = Path(run)
     cfg = config.for_pass(n)
@@ -142,21 +152,24 @@ def pull(run: Path, n: int, client: Client, config: ReviewConfig) -> dict:
     out_dir = pass_dir(run, n)
     gold = load_gold_file(out_dir)
     users = {u["id"]: u["email"] for u in client.users()}
-    # The paginated task list carries every annotation and each task's overlap; unlike Label
-    # Studio's export endpoint it leaves no export file behind on the server per pull.
-    tasks = client.tasks(project["id"], fields="all", page_size=1000)
-    overlap = {t["data"]["key"]: t.get("overlap", 1) for t in tasks if "key" in (t.get("data") or {})}
+    # Every key from the push ledger (checked against the server), annotations only from the
+    # annotated tasks: listing a task costs Label Studio milliseconds, so unannotated ones are
+    # not fetched. Unlike the export endpoint this leaves no export file on the server per pull.
+    all_keys = known_keys(client, project["id"], Ledger(out_dir / "ledger", project["id"]))
+    tasks = client.annotated_tasks(project["id"])
+    overlap = default_overlap(project, cfg, gold, all_keys)
     rows = []
     for task in tasks:
         key = (task.get("data") or {}).get("key")
         if key is None:
             continue
+        overlap[str(key)] = task.get("overlap") or 1
         for ann in task.get("annotations") or []:
             rows.append(parse_annotation(str(key), task["id"], ann, n, users, gold))
     for row in rows:
         row["simulated"] = is_simulated_annotator(row["annotator"])
     rows.sort(key=lambda r: (r["key"], r["annotation_id"]))
-    keys = sorted({str(t["data"]["key"]) for t in tasks if "key" in (t.get("data") or {})})
+    keys = sorted(all_keys)
     try:
         inputs = pass_input(run, n)
     except PushError:

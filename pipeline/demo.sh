@@ -1,11 +1,48 @@
 #!/usr/bin/env bash
-# The whole funnel on the sample pool: filter -> select -> review (simulated annotators in a real
-# local Label Studio) -> export -> train (tiny model) -> eval -> report. Called by `make demo`.
+# The whole funnel on the sample pool: filter -> select -> review pass 1 and pass 2 (SIMULATED
+# annotators in a real local Label Studio) -> export -> train (tiny model) -> eval -> report.
+# Called by `make demo`; rerunning it skips finished work.
 set -euo pipefail
 POOL=${1:-sample_pool}
 RUN=${2:-runs/demo}
+CONFIG=${DEMO_CONFIG:-pipeline/data/demo.toml}
 PG=".venv/bin/photogenic"
 step() { printf '\n\033[1m== %s ==\033[0m\n' "$*"; }
+started=$(date +%s)
 
-step "filter: $POOL -> $RUN/scores"
-$PG filter --pool "$POOL" --out "$RUN" --quiet
+step "filter: $POOL -> $RUN/scores (Spark local[*])"
+$PG filter --pool "$POOL" --out "$RUN" --config "$CONFIG" --save-embeddings --quiet
+
+step "select: dedup, concept balance, engagement -> $RUN/candidates"
+$PG select --run "$RUN" --config "$CONFIG"
+
+step "review: a real Label Studio on 127.0.0.1"
+$PG review server start --config "$CONFIG"
+for pass in 1 2; do
+  step "review pass $pass: push, SIMULATED annotators, pull"
+  $PG review push --run "$RUN" --pass $pass --config "$CONFIG"
+  $PG review simulate --run "$RUN" --pass $pass --config "$CONFIG"
+  $PG review pull --run "$RUN" --pass $pass --config "$CONFIG"
+done
+$PG review status --run "$RUN" --config "$CONFIG"
+
+step "export: webdataset + parquet manifest + imagefolder -> $RUN/export"
+$PG export --run "$RUN" --from pass2 --config "$CONFIG"
+
+step "train: quality-tune the tiny random base model (CPU) -> $RUN/model"
+[ -f "$RUN/base/model_index.json" ] || $PG train --make-tiny-base "$RUN/base"
+$PG train --data "$RUN/export" --base-model "$RUN/base" --out "$RUN/model" --config "$CONFIG" \
+  || $PG train --data "$RUN/export" --base-model "$RUN/base" --out "$RUN/model" --config "$CONFIG" --resume
+
+step "eval: base vs tuned on the same prompts and seeds -> $RUN/eval"
+$PG eval --base "$RUN/base" --tuned "$RUN/model" --out "$RUN/eval" --config "$CONFIG"
+
+step "report"
+$PG report --run "$RUN"
+
+elapsed=$(( $(date +%s) - started ))
+step "done in ${elapsed}s"
+echo "report:        $(realpath "$RUN/report/index.html")"
+$PG review server status --config "$CONFIG" || true
+echo "Label Studio keeps the pass 1 and pass 2 projects for you to open (admin login in"
+echo "  .cache/label-studio/photogenic-secrets.json); stop it with: .venv/bin/photogenic review server stop"
