@@ -131,6 +131,10 @@ class AestheticFilter(BaseFilter):
 
         set_torch_threads()
 
+    def bind_embedder(self, embedder) -> None:
+        """The cascade hands over its embedder after setting it up (a config check for this filter)."""
+        self.check_embedder(embedder)
+
     def check_embedder(self, embedder) -> None:
         """Refuse an embedder of the wrong width before any row is scored (a config error)."""
         if embedder is not None and embedder.dim != self.head.input_size:

@@ -124,11 +124,16 @@ class ConceptFilter(BaseFilter):
         self.rejects = False
         self._prompt_cache: dict[str, np.ndarray] = {}
         self._told = False
+        self._bound = None
+
+    def bind_embedder(self, embedder) -> None:
+        """The cascade's embedder, so prompts are embedded by the same model as the images."""
+        self._bound = embedder
 
     def _embedder(self):
         from filters.clip import active_embedder
 
-        return active_embedder()
+        return self._bound or active_embedder()
 
     def use_zero_shot(self) -> bool:
         if self.zero_shot == "off":

@@ -73,7 +73,8 @@ def build_filters(config: Config) -> tuple[list[Any], dict[str, str]]:
         rank = {n: i for i, n in enumerate(order)}
         built.sort(key=lambda f: (rank.get(f.name, len(rank)), f.cost_hint))
     else:
-        built.sort(key=lambda f: (f.cost_hint, f.need))
+        # Filters that cannot reject (scores only) go last: no point scoring rows a later check drops.
+        built.sort(key=lambda f: (not getattr(f, "rejects", True), f.cost_hint, f.need))
     return built, skipped
 
 
@@ -100,8 +101,11 @@ def _signed_hex(data: bytes) -> str:
 
 
 class Cascade:
-    def __init__(self, config: Config, score_all: bool | None = None, filters: list[Any] | None = None):
+    def __init__(self, config: Config, score_all: bool | None = None, filters: list[Any] | None = None,
+                 save_embeddings: bool = False):
         self.config = config
+        self.save_embeddings = save_embeddings
+        self.embedding_batches: list[pa.RecordBatch] = []
         self.score_all = config.job.score_all if score_all is None else score_all
         if filters is None:
             filters, self.skipped = build_filters(config)
@@ -137,6 +141,8 @@ class Cascade:
 
                 self.embedder = ClipEmbedder(**self.config.filters.clip.model_dump(exclude={"enabled", "min_score", "min_score_fraction"}))
             self.embedder.setup()
+            for f in self.filters:  # fail at start on a head/model mismatch, not per row
+                getattr(f, "bind_embedder", lambda e: None)(self.embedder)
         self._ready = True
 
     # -- stages ------------------------------------------------------------------------------
@@ -232,6 +238,10 @@ class Cascade:
                 else:
                     fail(i, f.reject_reason, verdict)
 
+        if self.save_embeddings and self.embedder is not None:
+            from filters.clip import embedding_batch, model_label
+
+            self.embedding_batches.append(embedding_batch(samples, model_label(self.embedder)))
         for i, s in enumerate(samples):
             out["width"][i], out["height"][i], out["format"][i] = s.width, s.height, s.format
             if s.width and s.height and out["aspect"][i] is None:

@@ -72,8 +72,9 @@ def print_funnel(funnel: dict) -> None:
 @click.option("--master", help="Spark master (default from config: local[*]).")
 @click.option("--conf", multiple=True, help="Spark config key=value (repeatable).")
 @click.option("--score-all", is_flag=True, help="Run every filter on every row (threshold studies).")
+@click.option("--save-embeddings", is_flag=True, help="Also write CLIP embeddings to RUN/embeddings/ (for aesthetic train, dedup).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def filter_cmd(pool, run_dir, config_path, master, conf, score_all, quiet) -> None:
+def filter_cmd(pool, run_dir, config_path, master, conf, score_all, save_embeddings, quiet) -> None:
     """Score every pool sample (one row each) into RUN/scores/ on Spark."""
     from pipeline.filter_job import JobConfigMismatch, run_filter
     from pipeline.readers import PoolError
@@ -82,7 +83,8 @@ def filter_cmd(pool, run_dir, config_path, master, conf, score_all, quiet) -> No
     config = load_or_exit(config_path)
     try:
         funnel = run_filter(pool, run_dir, config, master=master, conf=parse_conf(conf),
-                            score_all=score_all or None, progress=not quiet and sys.stderr.isatty())
+                            score_all=score_all or None, progress=not quiet and sys.stderr.isatty(),
+                            save_embeddings=save_embeddings)
     except (PoolError, JobConfigMismatch, ValueError) as err:
         raise click.ClickException(str(err)) from None
     print_funnel(funnel)

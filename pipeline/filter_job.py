@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Config, dump_config
+from pipeline.faults import failpoint
 from pipeline.readers import ShardSpec, discover_shards, read_shard
 from pipeline.runio import (
     clear_success,
@@ -54,17 +55,18 @@ def job_fingerprint(config: Config, score_all: bool) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def worker_cascade(config_json: str, score_all: bool):
+def worker_cascade(config_json: str, score_all: bool, save_embeddings: bool = False):
     from pipeline.cascade import Cascade
 
-    key = f"{score_all}:{config_json}"
+    key = f"{score_all}:{save_embeddings}:{config_json}"
     if key not in _WORKER_CASCADES:
         threads = int(os.environ.get("PHOTOGENIC_WORKER_THREADS", "0") or 0)
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        cascade = Cascade(Config.model_validate_json(config_json), score_all=score_all)
+        cascade = Cascade(Config.model_validate_json(config_json), score_all=score_all,
+                          save_embeddings=save_embeddings)
         cascade.setup()
         _WORKER_CASCADES[key] = cascade
     return _WORKER_CASCADES[key]
@@ -75,6 +77,7 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
     final = part_path(scores_dir, spec.id)
     tmp = tmp_path(final)
     counts: Counter = Counter()
+    cascade.embedding_batches.clear()  # leftovers of a shard that failed in this worker
     timings_before = dict(cascade.timings)
     start = time.perf_counter()
     rows = 0
@@ -95,14 +98,21 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
         "skipped_filters": cascade.skipped,
         "pid": os.getpid(),
     }
+    if cascade.save_embeddings:
+        from filters.clip import write_embeddings
+
+        if cascade.embedding_batches:
+            write_embeddings(cascade.embedding_batches, scores_dir.parent / "embeddings" / f"part-{spec.id}.parquet")
+        cascade.embedding_batches.clear()
+    failpoint("filter.before_commit")
     write_json_atomic(stats, stats_path(scores_dir, spec.id))
     os.replace(tmp, final)  # the commit point: the shard is done once its part file exists
     return stats
 
 
-def _partition_fn(config_json: str, score_all: bool, scores_dir: str, batch_rows: int):
+def _partition_fn(config_json: str, score_all: bool, scores_dir: str, batch_rows: int, save_embeddings: bool):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        cascade = worker_cascade(config_json, score_all)
+        cascade = worker_cascade(config_json, score_all, save_embeddings)
         for batch in batches:
             for spec_json in batch.column("spec").to_pylist():
                 spec = ShardSpec.from_json(spec_json)
@@ -138,6 +148,7 @@ def run_filter(
     score_all: bool | None = None,
     progress: bool = False,
     spark=None,
+    save_embeddings: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the filter job; returns the funnel summary written to `_funnel.json`."""
     config = config or Config()
@@ -158,7 +169,7 @@ def run_filter(
     if todo:
         clear_success(scores_dir)
         spark = spark or _spark_for(config, master, conf)
-        _run_on_spark(spark, todo, config, score_all, scores_dir, len(shards), progress)
+        _run_on_spark(spark, todo, config, score_all, scores_dir, len(shards), progress, save_embeddings)
     funnel = summarise(scores_dir, shards, config)
     funnel["wall_seconds_this_run"] = round(time.time() - started, 3)
     funnel["shards_run_this_time"] = len(todo)
@@ -173,11 +184,12 @@ def _spark_for(config: Config, master: str | None, conf: dict[str, str] | None):
     return get_spark(config, master, conf)
 
 
-def _run_on_spark(spark, todo, config, score_all, scores_dir, total, progress) -> None:
+def _run_on_spark(spark, todo, config, score_all, scores_dir, total, progress, save_embeddings) -> None:
     sc = spark.sparkContext
     rows = [(s.to_json(),) for s in todo]
     df = spark.createDataFrame(sc.parallelize(rows, numSlices=len(rows)), "spec string")
-    fn = _partition_fn(config.model_dump_json(), score_all, str(scores_dir.resolve()), config.job.batch_rows)
+    fn = _partition_fn(config.model_dump_json(), score_all, str(scores_dir.resolve()), config.job.batch_rows,
+                       save_embeddings)
     job = df.mapInArrow(fn, "shard string, stats string")
     if not progress:
         job.collect()

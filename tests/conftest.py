@@ -72,7 +72,7 @@ def scored_run(sample_pool, tmp_path_factory, spark) -> Path:
     from pipeline.filter_job import run_filter
 
     run = tmp_path_factory.mktemp("run") / "run"
-    run_filter(sample_pool, run, Config(), spark=spark)
+    run_filter(sample_pool, run, Config(), spark=spark, save_embeddings=True)
     return run
 
 

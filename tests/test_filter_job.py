@@ -84,3 +84,12 @@ def test_local_cluster_with_two_executor_processes_gives_the_same_scores(sample_
     assert scores(run) == scores(cheap_run)
     pids = {json.loads(p.read_text())["pid"] for p in (run / "scores/_stats").glob("*.json")}
     assert len(pids) >= 2  # shards really ran in separate executor processes
+
+
+def test_saved_embeddings_match_the_rows_that_were_embedded(scored_run):
+    emb = duckdb.sql(f"select key, len(image_embedding) as d from '{scored_run}/embeddings/*.parquet'").fetchall()
+    keys = [k for k, _ in emb]
+    assert len(keys) == len(set(keys)) > 0
+    embedded = {k for (k,) in duckdb.sql(f"select key from '{scored_run}/scores/*.parquet' where clip_score is not null").fetchall()}
+    assert set(keys) == embedded
+    assert {d for _, d in emb} == {768}

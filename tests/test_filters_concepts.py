@@ -53,6 +53,7 @@ def test_zero_shot_runs_clip_over_prompts_and_is_marked_meaningless_with_tiny_ra
     embedder = ClipEmbedder()
     embedder.setup()  # what the cascade does before the first embedding filter
     f = ConceptFilter(zero_shot="on", min_zero_shot_prob=0.0)
+    f.bind_embedder(embedder)  # what the cascade hook does; without it the process's active embedder is used
     samples = [sample(photo(n), c) for n, c in [("chelsea", "qwerty"), ("rocket", "a rocket, space vehicle")]]
     embedder.embed(samples)
     scores = f.score(samples)
