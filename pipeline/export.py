@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.runio import SUCCESS, is_complete
+from pipeline.faults import failpoint
 from pipeline.sources import SourceError, read_source
 
 STAGE_DIRS = {"pass2": "review/pass2", "pass1": "review/pass1", "candidates": "candidates"}
@@ -305,6 +306,7 @@ def write_samples(run: Path, stage: str, config, root: Path) -> dict[str, Any]:
             skipped.append({"key": key, "reason": "image bytes changed since scoring (sha256)"})
             continue
         writer.add(key, data, score, decisions[key], stage, splits[key])
+        failpoint("export.sample")
     if not writer.manifest:
         raise ExportError(
             f"nothing to export from {stage}: {read_counts['kept']} kept, {len(skipped)} skipped"
