@@ -110,6 +110,10 @@ def metaclip_level(counts: dict[str, int], target: int) -> float:
     return max(uncapped) if uncapped else float(max(counts.values(), default=1))
 
 
+def sql_string(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def sql_double(value: float) -> str:
     # A string cast parses to the same double on both engines (a bare 0.1 is DECIMAL in Spark).
     return f"CAST('{float(value)!r}' AS DOUBLE)"
@@ -472,12 +476,12 @@ class DuckDBEngine:
         # In-memory tables spill to temp_directory past memory_limit: out-of-core without the
         # write-ahead log and checkpoints of an on-disk database.
         self.con = duckdb.connect(":memory:")
-        self.con.execute(f"SET memory_limit = '{cfg.memory_limit}'")
-        self.con.execute(f"SET temp_directory = '{scratch / 'spill'}'")
+        self.con.execute(f"SET memory_limit = {sql_string(cfg.memory_limit)}")
+        self.con.execute(f"SET temp_directory = {sql_string(scratch / 'spill')}")
         self.con.execute("SET preserve_insertion_order = false")
         if cfg.threads:
             self.con.execute(f"SET threads = {int(cfg.threads)}")
-        paths = ", ".join(f"'{p}'" for p in files)
+        paths = ", ".join(sql_string(p) for p in files)
         self.con.execute(f"CREATE VIEW scores AS SELECT * FROM read_parquet([{paths}], union_by_name = true)")
         self._arrow: dict[str, pa.Table] = {}
 
@@ -502,7 +506,7 @@ class DuckDBEngine:
         directory.mkdir(parents=True, exist_ok=True)
         casts = ", ".join(f"CAST({f.name} AS VARCHAR) AS {f.name}" for f in schema)
         self.con.execute(
-            f"COPY (SELECT {casts} FROM ({sql}) ORDER BY key) TO '{directory / 'part-00000.parquet'}' (FORMAT parquet)"
+            f"COPY (SELECT {casts} FROM ({sql}) ORDER BY key) TO {sql_string(directory / 'part-00000.parquet')} (FORMAT parquet)"
         )
 
     def close(self) -> None:

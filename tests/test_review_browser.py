@@ -70,11 +70,13 @@ def test_review_browser_annotator_rates_and_keeps_a_pass2_task(tmp_path, ls_serv
             for i, value in enumerate(RATINGS.values()):
                 rates.nth(i).locator(".ant-rate-star").nth(value - 1).click()
             page.locator(".lsf-choice__checkbox").filter(has_text="keep").click()
+            page.screenshot(path=str(shot), full_page=True)  # the filled-in task, before submitting
             with page.expect_response(lambda r: f"/api/tasks/{task['id']}/annotations" in r.url
                                       and r.request.method == "POST") as response:
                 page.locator('[data-testid="bottombar-submit-button"]').click()
             assert response.value.status == 201
-            page.screenshot(path=str(shot), full_page=True)
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=str(artifacts_dir() / "review-browser-pass2-submitted.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(artifacts_dir() / "review-browser-failure.png"), full_page=True)
             raise

@@ -232,6 +232,11 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     assert proc.returncode != 0 and "photogenic filter" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_run_path_with_quotes_and_spaces_works(tmp_path):
+    run = write_scores(tmp_path / "it's a run", [synthetic_scores(500, seed=1)])
+    assert run_select(run, _config(target=50))["selected"] == 50
+
+
 def test_empty_and_failed_only_input_selects_nothing(tmp_path):
     rows = [{"key": "a", "passed": False, "reject_reason": "technical"}]
     run = write_scores(tmp_path / "run", [score_rows(rows)])
