@@ -8,7 +8,8 @@ candidates reuse a few real photographs under 20,000 keys, and times, side by si
     ledger is verified against the project's task count);
   - listing every task key back from the server (what a push does when the ledger cannot be
     trusted, e.g. after a crash mid-batch);
-  - `pull` of the project (all tasks with their annotations + decisions; none annotated yet).
+  - `pull` of the project (all tasks with their annotations + decisions; none annotated yet);
+  - 1,000 annotations submitted through the API as an annotator user, then `pull` again.
 The push is timed with the media already materialised so it measures Label Studio's side.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ import platform
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +39,7 @@ from annotation.config import ReviewConfig  # noqa: E402
 from annotation.lsclient import Client  # noqa: E402
 from annotation.pull import pull  # noqa: E402
 from annotation.push import project_keys, push  # noqa: E402
+from annotation.users import AnnotatorStore  # noqa: E402
 from pipeline.runio import write_json_atomic  # noqa: E402
 from tests.review_helpers import free_port, make_fake_run  # noqa: E402
 
@@ -45,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--annotate", type=int, default=1000, help="tasks annotated before the second pull")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "review.json")
     args = ap.parse_args()
 
@@ -84,6 +88,19 @@ def main() -> None:
         pull(run, 1, client, config)
         pull_s = time.perf_counter() - t
 
+        # Annotations through the API as one annotator user (4 threads), then a pull that has them.
+        store = AnnotatorStore(Path(config.data_dir) / "annotators.json")
+        token = store.ensure(client, "bench-annotator@photogenic.local")["token"]
+        ids = [listed[k] for k in keys[:args.annotate]]
+        t = time.perf_counter()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda tid: _annotate(client, token, tid), ids))
+        annotate_s = time.perf_counter() - t
+        t = time.perf_counter()
+        quality = pull(run, 1, client, config)
+        pull_annotated_s = time.perf_counter() - t
+        assert quality["n_annotations"] == args.annotate
+
         out = {
             "tasks": args.tasks,
             "import_batch_size": args.batch,
@@ -92,6 +109,9 @@ def main() -> None:
             "repush_seconds_nothing_to_import": round(repush_s, 2),
             "list_all_task_keys_from_server_seconds": round(list_s, 2),
             "pull_seconds_no_annotations": round(pull_s, 2),
+            "annotations_via_api": args.annotate,
+            "annotations_per_s_4_threads": round(args.annotate / annotate_s, 1),
+            "pull_seconds_with_annotations": round(pull_annotated_s, 2),
             "materialise_images_per_s": round(materialise_rate, 1),
             "server_first_start_seconds": round(start_s, 1),
             "label_studio": config.label_studio_version,
@@ -108,6 +128,11 @@ def main() -> None:
     finally:
         server.stop(config)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _annotate(client: Client, token: str, task_id: int) -> None:
+    result = [{"from_name": "decision", "to_name": "image", "type": "choices", "value": {"choices": ["drop"]}}]
+    client.as_user(token).post(f"/api/tasks/{task_id}/annotations/", json={"result": result, "lead_time": 1.0})
 
 
 def _sources(run: Path) -> list[str]:

@@ -6,6 +6,7 @@ fixture is one fixture definition and starts once however many review files run.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -83,6 +84,7 @@ def ls_server(ls_config):
     conn = server.start(ls_config)
     yield conn
     server.stop(ls_config)
+    shutil.rmtree(ls_config.data_dir, ignore_errors=True)
 
 
 @pytest.fixture()

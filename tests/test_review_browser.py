@@ -14,6 +14,7 @@ from annotation.lsclient import Client
 from annotation.pull import pull
 from annotation.push import push
 from pipeline.runio import mark_success, write_parquet_atomic
+pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import annotator_store, artifacts_dir, make_fake_run
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by

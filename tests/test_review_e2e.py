@@ -18,6 +18,7 @@ from annotation.cli import review
 from annotation.pull import pull
 from annotation.push import push
 from annotation.quality import summarise
+pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import annotator_store, make_fake_run, submit, write_config
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by

@@ -18,6 +18,7 @@ from annotation import server
 from annotation.lsclient import Client
 from annotation.projects import find_project
 from annotation.push import project_keys
+pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import free_port, make_fake_run, write_config
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by

@@ -12,6 +12,7 @@ import requests
 
 from annotation import server
 from annotation.users import AnnotatorStore
+pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import make_fake_run, write_config
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by
