@@ -15,6 +15,7 @@ from annotation.ledger import Ledger
 from annotation.push import PushError, known_keys, pass_input
 from annotation.quality import summarise
 from annotation.simulate import is_simulated_annotator
+from pipeline.faults import failpoint
 from pipeline.runio import clear_success, mark_success, write_json_atomic, write_parquet_atomic
 
 ANNOTATION_SCHEMA = pa.schema([
@@ -183,6 +184,7 @@ def pull(run: Path, n: int, client: Client, config: ReviewConfig) -> dict:
                     "rule": cfg.rule, "min_mean_rating": cfg.min_mean_rating})
     clear_success(out_dir)
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=ANNOTATION_SCHEMA), out_dir / "annotations.parquet")
+    failpoint("pull.between_files")
     write_parquet_atomic(decisions, out_dir / "decisions.parquet")
     write_json_atomic(quality, out_dir / "quality.json")
     mark_success(out_dir)

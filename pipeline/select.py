@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import Config, ConfigError, SelectConfig, load_config
 from pipeline.dedup import band_flips, band_layout, components, probe_radius
+from pipeline.faults import failpoint
 from pipeline.runio import SUCCESS, is_complete, mark_success, write_json_atomic, write_parquet_atomic
 from pipeline.schema import SCORE_SCHEMA
 
@@ -584,6 +585,7 @@ def run_select(
     summary["engine"] = engine
     write_json_atomic(summary, tmp / "_summary.json")
     mark_success(tmp)
+    failpoint("select.before_publish")
     _publish(tmp, final)
     # Timings stay out of _summary.json so that a rerun writes identical files.
     return {**summary, "wall_s": round(time.perf_counter() - started, 3), "step_s": step_seconds}

@@ -52,3 +52,16 @@ def test_filter_worker_killed_before_a_shard_commit_then_rerun_equals_uninterrup
     run_cli("filter", "--pool", sample_pool, "--out", run, "--config", cheap_config_path, "--quiet")
     q = "select * exclude (shard) from '{}/scores/*.parquet' order by key"
     assert duckdb.sql(q.format(run)).fetchall() == duckdb.sql(q.format(cheap_run)).fetchall()
+
+
+def test_select_killed_before_publishing_then_rerun_equals_uninterrupted(cheap_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cheap_run / "scores", run / "scores")
+    run_cli("select", "--run", run, "--target", "60")
+    reference = {p.name: p.read_bytes() for p in (run / "candidates").glob("*.parquet")}
+    shutil.rmtree(run / "candidates")
+    killed_at("select.before_publish", "select", "--run", run, "--target", "60")
+    assert not (run / "candidates").exists()
+    run_cli("select", "--run", run, "--target", "60")
+    assert {p.name: p.read_bytes() for p in (run / "candidates").glob("*.parquet")} == reference
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
