@@ -43,7 +43,7 @@ class ReviewConfig(_Section):
     venv: str | None = None  # None: .venv-ls under the repository
     label_studio_version: str = "1.23.2"
     admin_email: str = "admin@photogenic.local"
-    start_timeout_s: float = 180.0
+    start_timeout_s: float = 600.0  # first start runs migrations; slow on a loaded 2-core box
     # Images are materialised once under RUN/review/media and served by local-files storage.
     media_max_side: int = Field(1024, ge=64)
     # Folder Label Studio serves local files from; run media folders are linked into it.

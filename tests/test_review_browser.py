@@ -38,7 +38,7 @@ def _pass1_keepers(run: Path, keys: list[str]) -> None:
 
 
 def test_review_browser_annotator_rates_and_keeps_a_pass2_task(tmp_path, ls_server, ls_config):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     assert os.path.exists(CHROMIUM), "needs Debian's chromium: apt-get install -y chromium"
     run = tmp_path / "run"
@@ -67,7 +67,9 @@ def test_review_browser_annotator_rates_and_keeps_a_pass2_task(tmp_path, ls_serv
             close = page.locator('button[aria-label="Close modal"]')  # the instructions may pop up
             if close.count() and close.first.is_visible():
                 close.first.click()
-            assert rates.count() == len(RATINGS)
+            # The labeling view re-renders once the prediction tab loads: wait for all five.
+            expect(rates).to_have_count(len(RATINGS), timeout=120_000)
+            page.wait_for_load_state("networkidle")
             for i, value in enumerate(RATINGS.values()):
                 rates.nth(i).locator(".ant-rate-star").nth(value - 1).click()
             page.locator(".lsf-choice__checkbox").filter(has_text="keep").click()
