@@ -31,7 +31,7 @@ import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.runio import SUCCESS, is_complete
+from pipeline.runio import SUCCESS, is_complete, replace_dir
 from pipeline.faults import failpoint
 from pipeline.sources import SourceError, read_source
 
@@ -441,16 +441,6 @@ def _model_names(filters: dict[str, Any], funnel: dict[str, Any]) -> dict[str, A
 # --- the whole export -------------------------------------------------------------------------
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _remove_stale_builds(out: Path) -> None:
     for p in out.parent.glob(f".{out.name}.*-*"):
         if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
@@ -482,7 +472,7 @@ def export_run(run: str | Path, out: str | Path | None = None, stage: str = "pas
         (tmp / "lineage.json").write_text(
             json.dumps(lineage, indent=2, sort_keys=True, default=_json_default) + "\n")
         (tmp / SUCCESS).write_text(json.dumps({"ok": True}) + "\n")
-        _swap_into_place(tmp, out)
+        replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(out, False, lineage["counts"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,19 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
     tmp.write_bytes(data)
     _fsync_rename(tmp, path)
     return path
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> None:
+    """Publish a finished directory: the old one moves aside, the new one is renamed in, the old
+    one is removed. Readers see the old or the new directory, never a half-built one."""
+    tmp, final = Path(tmp), Path(final)
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def mark_success(directory: str | Path) -> None:

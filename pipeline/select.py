@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pipeline.config import Config, ConfigError, SelectConfig, load_config
 from pipeline.dedup import band_flips, band_layout, components, probe_radius
 from pipeline.faults import failpoint
-from pipeline.runio import SUCCESS, is_complete, mark_success, write_json_atomic, write_parquet_atomic
+from pipeline.runio import SUCCESS, is_complete, mark_success, replace_dir, write_json_atomic, write_parquet_atomic
 from pipeline.schema import SCORE_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -528,16 +528,6 @@ def _remove_stale(run_dir: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    old = None
-    if final.exists():
-        old = final.with_name(f".candidates.old-{uuid.uuid4().hex[:8]}")
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def run_select(
     run_dir: str | Path,
     config: Config | None = None,
@@ -586,7 +576,7 @@ def run_select(
     write_json_atomic(summary, tmp / "_summary.json")
     mark_success(tmp)
     failpoint("select.before_publish")
-    _publish(tmp, final)
+    replace_dir(tmp, final)
     # Timings stay out of _summary.json so that a rerun writes identical files.
     return {**summary, "wall_s": round(time.perf_counter() - started, 3), "step_s": step_seconds}
 
