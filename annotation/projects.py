@@ -1,15 +1,13 @@
 """One Label Studio project per pass per run, found again on rerun by a marker in its description."""
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from importlib import resources
 from pathlib import Path
 
 from annotation.config import PassConfig
 from annotation.lsclient import Client, LabelStudioError
-from pipeline.runio import write_json_atomic
+from pipeline.runio import stable_id, write_json_atomic
 
 RATINGS = ("composition", "lighting", "colour", "subject", "background")
 MARKER_RE = re.compile(r"\[photogenic run=([0-9a-f]{32}) pass=(\d)\]")
@@ -25,21 +23,7 @@ def pass_dir(run: Path, n: int) -> Path:
 
 def run_id(run: Path) -> str:
     """A stable id for a run directory (created once), so two runs never share a project."""
-    path = review_dir(run) / "run_id"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = uuid.uuid4().hex
-    tmp = path.with_name(f".run_id.{value}")
-    tmp.write_text(value + "\n")
-    try:
-        # link() fails if another process won the race; then its id is the one.
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.read_text().strip()
+    return stable_id(review_dir(run) / "run_id")
 
 
 def label_config(n: int) -> str:

@@ -66,6 +66,24 @@ def replace_dir(tmp: str | Path, final: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def stable_id(path: str | Path) -> str:
+    """The id stored at `path`, created once; concurrent first callers all get the same one."""
+    path = Path(path)
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = uuid.uuid4().hex
+    tmp = path.with_name(f".{path.name}.{value}")
+    tmp.write_text(value + "\n")
+    try:
+        os.link(tmp, path)  # fails if another process won the race; its id is then the one
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
 def mark_success(directory: str | Path) -> None:
     write_json_atomic({"ok": True}, Path(directory) / SUCCESS)
 

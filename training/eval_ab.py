@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from annotation import media
 from annotation.lsclient import Client, Unavailable
 from annotation.projects import ensure_local_storage
-from pipeline.runio import mark_success, write_json_atomic, write_parquet_atomic
+from pipeline.runio import mark_success, stable_id, write_json_atomic, write_parquet_atomic
 from training.config import EvalConfig
 from training.eval import table_by_category
 
@@ -79,20 +79,7 @@ def ab_dir(out: Path) -> Path:
 
 def ab_id(out: Path) -> str:
     """A stable id for this eval folder (created once), naming its projects and media link."""
-    path = ab_dir(out) / "ab_id"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = uuid.uuid4().hex
-    tmp = path.with_name(f".ab_id.{value}")
-    tmp.write_text(value + "\n")
-    try:
-        os.link(tmp, path)  # fails if another process won the race; its id is then the one
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path.read_text().strip()
+    return stable_id(ab_dir(out) / "ab_id")
 
 
 def marker(aid: str, question: str) -> str:
