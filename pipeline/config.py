@@ -36,9 +36,21 @@ class GeometryFilterConfig(Section):
 
 class TechnicalFilterConfig(Section):
     enabled: bool = True
-    min_sharpness: float = 40.0
-    # Long side of the grey image the sharpness is measured on; fixed so scores compare.
-    measure_size: int = 512
+    # Width in pixels (at measure_size) of the crispest edges of the sharpest region, in their
+    # weakest orientation: ~1-2 in focus, 3+ blurred, defocused, shaken or upscaled. None: off.
+    max_edge_width: float | None = Field(2.5, gt=0)
+    # Images with edges in less than this share of windows (flat colour, fog, empty sky) are not
+    # judged for focus: there is nothing to be out of focus.
+    min_edge_coverage: float = Field(0.02, ge=0, le=1)
+    min_jpeg_quality: float | None = Field(20.0, ge=1, le=100)  # estimated from the quantisation tables
+    # Shares of pixels with a blown (>= 250) / crushed (<= 5) channel. Off by default: low-key,
+    # high-key and night photographs clip on purpose (bench/filters.py measures the false rejects).
+    max_clipped_highlights: float | None = Field(None, ge=0, le=1)
+    max_clipped_shadows: float | None = Field(None, ge=0, le=1)
+    # Long side of the grey image everything is measured on (never upscaled); fixed so scores compare.
+    measure_size: int = Field(512, ge=64)
+    # Legacy gates: variance of the Laplacian (texture, not focus: off), mean level and spread.
+    min_sharpness: float | None = None
     min_brightness: float = 0.0
     max_brightness: float = 255.0
     min_contrast: float = 0.0

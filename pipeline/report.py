@@ -31,6 +31,11 @@ THUMBS_PER_SHEET = 8
 HISTOGRAMS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "short side (px)": ("least(width, height)", [("min_side", "filters.geometry.min_side")]),
     "aspect": ("aspect", [("max_aspect", "filters.geometry.max_aspect")]),
+    "edge width (px)": ("edge_width", [("max_edge_width", "filters.technical.max_edge_width")]),
+    "edge coverage": ("edge_coverage", [("min_edge_coverage", "filters.technical.min_edge_coverage")]),
+    "jpeg quality": ("jpeg_quality", [("min_jpeg_quality", "filters.technical.min_jpeg_quality")]),
+    "clipped highlights": ("clipped_highlights", [("max", "filters.technical.max_clipped_highlights")]),
+    "clipped shadows": ("clipped_shadows", [("max", "filters.technical.max_clipped_shadows")]),
     "sharpness": ("sharpness", [("min_sharpness", "filters.technical.min_sharpness")]),
     "brightness": ("brightness", [("min_brightness", "filters.technical.min_brightness"),
                                   ("max_brightness", "filters.technical.max_brightness")]),

@@ -20,11 +20,13 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from pipeline import sample_kinds as kinds
 from pipeline.runio import mark_success, write_json_atomic
 
 CACHE = Path(".cache/photos")
@@ -93,9 +95,12 @@ def base_photos() -> list[tuple[str, Image.Image, str]]:
 
 
 def laplacian_sharpness(img: Image.Image) -> float:
-    from filters.technical import grey_at, sharpness
-
-    return sharpness(grey_at(img, 512))
+    """How the original clean crops were picked (kept so those rows do not change)."""
+    grey = img.convert("L")
+    scale = 512 / max(grey.size)
+    if scale < 1:
+        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))))
+    return float(cv2.Laplacian(np.asarray(grey, dtype=np.float32), cv2.CV_32F).var())
 
 
 def random_crop(rng: random.Random, img: Image.Image) -> Image.Image:
@@ -240,10 +245,74 @@ def build_sample_pool(out: Path, seed: int = 0, n_clean: int = 400, shard_size: 
         b.add(kind, jpeg(img), cap, "caption")
     _, img, caption = pick()
     b.add("no_metadata", jpeg(img), caption, "", meta={})
+    add_focus_kinds(b, photos, clean, seed, n_clean)
 
     order = list(range(len(b.samples)))
     rng.shuffle(order)  # defects spread over shards
     return write_webdataset_pool(out, [b.samples[i] for i in order], b.truth, dup_groups, shard_size)
+
+
+CLEAN_FOCUS_KINDS = {  # kind -> (make from a crop, caption phrase)
+    "shallow_dof": (kinds.shallow_depth_of_field, "shallow depth of field, blurred background"),
+    "fog": (kinds.fog, "in the morning mist"),
+    "long_exposure": (kinds.long_exposure, "long exposure"),
+    "night": (kinds.night, "at night, low key"),
+    "flat_illustration": (kinds.flat_illustration, "flat colour illustration"),
+    "minimalism": (kinds.minimalism, "minimal composition, lots of empty space"),
+    "soft_focus": (kinds.soft_focus, "soft focus close-up"),
+}
+LANDSCAPES = {"Dune", "GreenMeadow", "Storm", "Wood", "Garden", "FreshFlower", "YellowFlower", "TwoWings", "RainDrops"}
+GAUSSIAN_RADII = (1.5, 2.5, 4.0)  # at the measure scale (512 px long side)
+DEFECT_FOCUS_KINDS = {
+    "motion_blur": kinds.motion_blur,
+    "defocus": kinds.defocus,
+    "upscaled": kinds.upscaled,
+}
+
+
+def add_focus_kinds(b: PoolBuilder, photos: list, clean: list, seed: int, n_clean: int) -> None:
+    """Photogenic clean kinds (fresh crops of the same photos, and mate-backgrounds' artwork) and
+    focus defects (copies of clean rows). Own random stream, so the older kinds stay byte-identical."""
+    rng = random.Random(f"focus-kinds-{seed}")
+    per_clean, per_defect = max(6, n_clean // 20), max(6, n_clean // 25)
+
+    landscapes = [p for p in photos if p[0] in LANDSCAPES] or photos
+
+    def fresh_crop(kind: str) -> tuple[str, Image.Image, str]:
+        sources = landscapes if kind in ("fog", "long_exposure") else photos  # mist over a scene, not a cup
+        for _ in range(50):
+            name, photo, subject = sources[rng.randrange(len(sources))]
+            crop = random_crop(rng, photo)
+            if laplacian_sharpness(crop) >= MIN_CLEAN_SHARPNESS:
+                break
+        return name, crop, subject
+
+    for kind, (make, phrase) in CLEAN_FOCUS_KINDS.items():
+        for _ in range(per_clean):
+            name, crop, subject = fresh_crop(kind)
+            b.add(kind, jpeg(make(rng, crop)), f"{subject}, {phrase}", "", family="focus", source_photo=name)
+    mate = fetch_mate_backgrounds()
+    artwork = [(rel, subject) for rel, subject in kinds.ARTWORK.items() if mate is not None and (mate / rel).exists()]
+    for i in range(per_clean if artwork else 0):
+        rel, subject = artwork[i % len(artwork)]
+        art = kinds.artwork(rng, mate / rel, lambda img: random_crop(rng, img))
+        b.add("gradient_art", jpeg(art), subject, "", family="focus", source_photo=Path(rel).stem)
+
+    def source() -> tuple[str, Image.Image, str]:
+        return clean[rng.randrange(len(clean))]
+
+    for i in range(per_defect):
+        key, img, caption = source()
+        radius = GAUSSIAN_RADII[i % len(GAUSSIAN_RADII)]
+        b.add("gaussian_blur", jpeg(kinds.gaussian_blur(radius, img)), caption, "technical", family="focus",
+              copy_of=key, radius=radius)
+    for kind, make in DEFECT_FOCUS_KINDS.items():
+        for _ in range(per_defect):
+            key, img, caption = source()
+            b.add(kind, jpeg(make(rng, img)), caption, "technical", family="focus", copy_of=key)
+    for _ in range(per_defect):
+        key, img, caption = source()
+        b.add("jpeg_damage", kinds.jpeg_damage(rng, img), caption, "technical", family="focus", copy_of=key)
 
 
 def write_webdataset_pool(out: Path, samples: list[dict], truth: dict, dup_groups: list, shard_size: int) -> dict:

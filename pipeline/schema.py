@@ -47,6 +47,13 @@ SCORE_SCHEMA = pa.schema(
         ("bytes", pa.int64()),
         ("sha256", pa.string()),
         ("phash", pa.int64()),  # 64-bit perceptual hash, stored as signed int64
+        ("edge_width", pa.float32()),
+        ("edge_width_best", pa.float32()),
+        ("edge_coverage", pa.float32()),
+        ("noise", pa.float32()),
+        ("jpeg_quality", pa.float32()),
+        ("clipped_highlights", pa.float32()),
+        ("clipped_shadows", pa.float32()),
         ("sharpness", pa.float32()),
         ("brightness", pa.float32()),
         ("contrast", pa.float32()),

@@ -34,11 +34,14 @@ def test_geometry_uses_header_size_and_thresholds():
 
 def test_sharpness_separates_sharp_from_blurred():
     img = Image.fromarray(skimage.data.astronaut())
-    f = TechnicalFilter(min_sharpness=40)
     samples = [Sample("s", "c", None, image=img), Sample("b", "c", None, image=img.filter(ImageFilter.GaussianBlur(6)))]
+    f = TechnicalFilter()
     scores = f.score(samples)
+    assert scores["edge_width"][1] > 2 * scores["edge_width"][0]
+    assert f.decide(scores)[0] is None and f.decide(scores)[1].startswith("out of focus")
+    legacy = TechnicalFilter(max_edge_width=None, min_sharpness=40)  # the old gate, still available
     assert scores["sharpness"][0] > 10 * scores["sharpness"][1]
-    assert f.decide(scores) == [None, f.decide(scores)[1]] and f.decide(scores)[1].startswith("sharpness")
+    assert legacy.decide(scores)[0] is None and legacy.decide(scores)[1].startswith("sharpness")
 
 
 def test_phash_is_stable_under_reencode_and_differs_across_images():
