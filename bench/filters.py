@@ -9,6 +9,9 @@
    Real open_clip architectures (ViT-B-32, ViT-L-14) are timed too, with random weights.
 2. The cascade on the whole pool, default (a row stops at its first failure) vs `score_all`:
    seconds per input image and their ratio, in one process, side by side.
+0. The technical filter: its cost per image against the legacy one at both decode sizes, its
+   confusion table per kind of the pool, its catch rate per defect strength, and what clipping
+   thresholds would reject of each clean kind (bench/technical.py).
 3. The Spark filter job (`pipeline.filter_job.run_filter`, local[*]) vs the same cascade in a plain
    Python loop: rows/s and their ratio.
 Every number written is measured in this run; the machine's core count and load are recorded
@@ -44,7 +47,7 @@ from pipeline.config import Config  # noqa: E402
 from pipeline.readers import discover_shards, read_shard  # noqa: E402
 
 
-SECTIONS = ("per_filter", "clip_models", "cascade", "spark")
+SECTIONS = ("technical", "per_filter", "clip_models", "cascade", "spark")
 
 
 def pool_rows(pool: Path) -> list[dict]:
@@ -270,6 +273,11 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if "technical" in sections:
+            from bench.technical import run as technical_bench
+
+            print("technical filter (issue 11), legacy Laplacian variance vs focus of the sharpest region:")
+            result["technical"] = technical_bench(pool, rows, args.limit)
         if "per_filter" in sections:
             print(f"per-filter cost on one core ({min(args.limit, len(rows))} images of {pool}):")
             result["per_filter"] = per_filter_costs(rows, args.limit, tmp)

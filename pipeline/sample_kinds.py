@@ -180,9 +180,9 @@ def gaussian_blur(radius: float, img: Image.Image) -> Image.Image:
     return img.filter(ImageFilter.GaussianBlur(radius * measure_scale(img)))
 
 
-def motion_blur(rng: random.Random, img: Image.Image) -> Image.Image:
-    """Camera shake: a straight streak 11-21 px long at a random angle."""
-    length = round(rng.randint(11, 21) * measure_scale(img)) | 1
+def motion_blur(rng: random.Random, img: Image.Image, length: int | None = None) -> Image.Image:
+    """Camera shake: a straight streak 11-21 px long (or `length`) at a random angle."""
+    length = round((length or rng.randint(11, 21)) * measure_scale(img)) | 1
     kernel = np.zeros((length, length), np.float32)
     kernel[length // 2, :] = 1
     rotation = cv2.getRotationMatrix2D((length / 2 - 0.5, length / 2 - 0.5), rng.uniform(0, 180), 1.0)
@@ -199,9 +199,9 @@ def defocus(rng: random.Random, img: Image.Image) -> Image.Image:
     return to_image(cv2.filter2D(to_array(img), -1, kernel, borderType=cv2.BORDER_REFLECT))
 
 
-def upscaled(rng: random.Random, img: Image.Image) -> Image.Image:
-    """A thumbnail blown back up 3-5x (at the measure scale) to the original size."""
-    factor = 1 / (rng.uniform(3, 5) * measure_scale(img))
+def upscaled(rng: random.Random, img: Image.Image, factor: float | None = None) -> Image.Image:
+    """A thumbnail blown back up 3-5x (or `factor`x, at the measure scale) to the original size."""
+    factor = 1 / ((factor or rng.uniform(3, 5)) * measure_scale(img))
     small = img.resize((max(1, round(img.width * factor)), max(1, round(img.height * factor))), Image.Resampling.LANCZOS)
     return small.resize(img.size, Image.Resampling.BICUBIC)
 
