@@ -37,7 +37,6 @@ MIN_TILE_SHARE = 0.01  # a tile with fewer windows above the gate than this has 
 MIN_GATE = 8  # grey levels (0-255): below this range a window is flat whatever the noise
 NOISE_GATE = 6.0  # ... and below this many noise sigmas it is noise, not an edge
 STRIDE = 2  # windows are evaluated on every STRIDE-th line across their direction
-TAN_22_5 = 0.41421356  # edge normals are binned to the nearest of four directions
 CLIP_HIGH, CLIP_LOW = 250, 5  # 8-bit levels counted as blown highlights / crushed shadows
 
 # Standard JPEG luminance quantisation table (ITU T.81 Annex K) in natural order, as Pillow gives it.
@@ -111,13 +110,22 @@ def _window_stats(image: np.ndarray, steps: np.ndarray, kernel: np.ndarray) -> t
     return cv2.subtract(cv2.dilate(image, kernel), cv2.erode(image, kernel)), cv2.dilate(steps, kernel)
 
 
-def _normals(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-    """Per pixel, which of h, v, d1 (1, 1), d2 (1, -1) its edge normal (gradient) is nearest."""
-    ax, ay = np.abs(gx.astype(np.float32)), np.abs(gy.astype(np.float32))
-    horizontal, vertical = ay < TAN_22_5 * ax, ax < TAN_22_5 * ay
-    diagonal = ~(horizontal | vertical)
-    same_sign = (gx > 0) == (gy > 0)
-    return np.stack([horizontal, vertical, diagonal & same_sign, diagonal & ~same_sign]).view(np.uint8) * np.uint8(255)
+def _normals(gx: np.ndarray, gy: np.ndarray, which: tuple[int, ...]) -> list[np.ndarray]:
+    """Per pixel, 255 where its edge normal (gradient) is nearest direction `which` of h, v,
+    d1 (1, 1), d2 (1, -1); integer arithmetic (tan 22.5 deg ~ 53/128)."""
+    ax, ay = np.abs(gx.astype(np.int32)), np.abs(gy.astype(np.int32))
+    horizontal, vertical = 128 * ay < 53 * ax, 128 * ax < 53 * ay
+    masks = []
+    for i in which:
+        if i == 0:
+            m = horizontal
+        elif i == 1:
+            m = vertical
+        else:
+            same_sign = (gx > 0) == (gy > 0)
+            m = ~(horizontal | vertical) & (same_sign if i == 2 else ~same_sign)
+        masks.append(np.ascontiguousarray(m).view(np.uint8) * np.uint8(255))
+    return masks
 
 
 def focus_measures(grey: np.ndarray) -> dict[str, float | None]:
@@ -138,13 +146,13 @@ def focus_measures(grey: np.ndarray) -> dict[str, float | None]:
     across = [_window_stats(grey[:, :-1], cv2.absdiff(grey[:, 1:], grey[:, :-1]), _ALONG_ROWS),
               _window_stats(grey[:-1, :-1], cv2.absdiff(grey[1:, 1:], grey[:-1, :-1]), _ALONG_DIAGONAL),
               _window_stats(grey[:-1, 1:], cv2.absdiff(grey[1:, :-1], grey[:-1, 1:]), _ALONG_ANTIDIAGONAL)]
-    normals = _normals(gx[rows], gy[rows])
-    stats = [_tile_stats(np.ascontiguousarray(a[rows]), np.ascontiguousarray(b[rows]), normals[i], gate)
-             for (a, b), i in zip(across, (0, 2, 3))]
+    normals = _normals(gx[rows], gy[rows], (0, 2, 3))
+    stats = [_tile_stats(np.ascontiguousarray(a[rows]), np.ascontiguousarray(b[rows]), normal, gate)
+             for (a, b), normal in zip(across, normals)]
     cols = np.s_[: h - 1, : w - 1 : STRIDE]
     vs, vp = _window_stats(grey[:-1, :], cv2.absdiff(grey[1:, :], grey[:-1, :]), _ALONG_COLUMNS)
     stats.append(_tile_stats(np.ascontiguousarray(vs[cols]), np.ascontiguousarray(vp[cols]),
-                             _normals(gx[cols], gy[cols])[1], gate))
+                             _normals(gx[cols], gy[cols], (1,))[0], gate))
     ratios, shares = np.stack([r for r, _ in stats]), np.stack([sh for _, sh in stats])
     judged = shares >= MIN_TILE_SHARE
     best = [float(r[j].max()) for r, j in zip(ratios, judged) if j.any()]

@@ -4,7 +4,11 @@ Photos come from Debian's `mate-backgrounds` package (nature photographs, fetche
 `apt-get download`, no network beyond Debian's registry) and scikit-image's bundled samples.
 Clean images are distinct crops of them; defects are planted on top: text overlays, tiny
 images, panoramas, blurred copies, exact and near duplicates, corrupt files, pixel bombs, bad
-captions, missing metadata. The pool is written in img2dataset's webdataset layout.
+captions, missing metadata. Issue 11 adds photogenic kinds a focus filter must keep (shallow
+depth of field, fog, long exposure, night, flat illustration, mate-backgrounds' gradient art,
+minimalism, soft focus) and focus defects it must reject (gaussian blur at three radii, motion
+blur, defocus, upscaling, heavy JPEG damage), all flagged `family: focus` in the ground truth
+(pipeline/sample_kinds.py makes them). The pool is written in img2dataset's webdataset layout.
 """
 from __future__ import annotations
 
