@@ -233,8 +233,9 @@ class TechnicalFilter(BaseFilter):
             cols["clipped_highlights"].append(high)
             cols["clipped_shadows"].append(low)
             cols["sharpness"].append(sharpness(grey))
-            cols["brightness"].append(float(grey.mean()))
-            cols["contrast"].append(float(grey.std()))
+            mean, std = cv2.meanStdDev(grey)  # (numpy's std of uint8 goes through float64: 10x slower)
+            cols["brightness"].append(float(mean[0, 0]))
+            cols["contrast"].append(float(std[0, 0]))
         return cols
 
     def decide_one(self, row: dict[str, Any]) -> str | None:
