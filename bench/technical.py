@@ -20,6 +20,7 @@ from filters.base import Sample
 from filters.technical import TechnicalFilter
 from pipeline import sample_kinds as kinds
 from pipeline.config import Config
+from pipeline.sample_pool import legacy_grey
 
 LEGACY_MIN_SHARPNESS = 40.0
 DECODE_SIZES = (512, 1024)  # technical alone; the default cascade (OCR decodes at 1024)
@@ -27,13 +28,9 @@ DEFECT_KINDS = ("blurred", "gaussian_blur", "motion_blur", "defocus", "upscaled"
 CLIP_THRESHOLDS = (0.01, 0.05, 0.1, 0.25, 0.5)
 
 
-def legacy_score(image, measure_size: int = 512) -> dict[str, float]:
-    """The technical filter before issue 11, line for line."""
-    grey = image.convert("L")
-    scale = measure_size / max(grey.size)
-    if scale < 1:
-        grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))))
-    arr = np.asarray(grey, dtype=np.float32)
+def legacy_score(image) -> dict[str, float]:
+    """The technical filter before issue 11: all three columns, as it computed them."""
+    arr = legacy_grey(image)
     return {"sharpness": float(cv2.Laplacian(arr, cv2.CV_32F).var()), "brightness": float(arr.mean()),
             "contrast": float(arr.std())}
 

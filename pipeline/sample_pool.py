@@ -98,13 +98,19 @@ def base_photos() -> list[tuple[str, Image.Image, str]]:
     return photos
 
 
-def laplacian_sharpness(img: Image.Image) -> float:
-    """How the original clean crops were picked (kept so those rows do not change)."""
+def legacy_grey(img: Image.Image, long_side: int = 512) -> np.ndarray:
+    """The grey decode of the technical filter before issue 11 (bench/technical.py times it)."""
     grey = img.convert("L")
-    scale = 512 / max(grey.size)
+    scale = long_side / max(grey.size)
     if scale < 1:
         grey = grey.resize((max(1, round(grey.width * scale)), max(1, round(grey.height * scale))))
-    return float(cv2.Laplacian(np.asarray(grey, dtype=np.float32), cv2.CV_32F).var())
+    return np.asarray(grey, dtype=np.float32)
+
+
+def laplacian_sharpness(img: Image.Image) -> float:
+    """The old filter's `sharpness`: how the original clean crops were picked (kept, so those rows
+    do not change)."""
+    return float(cv2.Laplacian(legacy_grey(img), cv2.CV_32F).var())
 
 
 def random_crop(rng: random.Random, img: Image.Image) -> Image.Image:
