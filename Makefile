@@ -38,10 +38,10 @@ test-deps:
 test: setup test-deps
 	$(BIN)/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
 
-# Run as modules: `python bench/select.py` would shadow the standard library's `select`.
+# Run from the repository root as modules (bench.review reads tests' helpers).
 bench: setup sample-pool
 	$(BIN)/python -m bench.filters
-	$(BIN)/python -m bench.select
+	$(BIN)/python -m bench.selection
 	$(BIN)/python -m bench.review
 	$(BIN)/python -m bench.train
 

@@ -9,9 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from annotation import server
-from annotation.config import ReviewConfig
-from annotation.lsclient import Client, LabelStudioError
+from photogenic.annotation import server
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.annotation.lsclient import Client, LabelStudioError
 
 # Wide enough for the quality tables when output goes to a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -27,7 +27,7 @@ pass_option = click.option("--pass", "pass_n", required=True, type=click.IntRang
 
 
 def _review_config(path: str | None) -> ReviewConfig:
-    from pipeline.config import ConfigError, load_config
+    from photogenic.pipeline.core.config import ConfigError, load_config
 
     try:
         return load_config(path).review
@@ -140,7 +140,7 @@ def server_status(config_path, port, data_dir) -> None:
 @click.option("--limit", type=int, help="Push only the first N images (trials).")
 def push_cmd(run, pass_n, url, config_path, gold_file, limit) -> None:
     """Import the pass's images as tasks (batched, retried, one task per key ever)."""
-    from annotation.push import PushError, push
+    from photogenic.annotation.push import PushError, push
 
     config = _review_config(config_path)
     client = _client(config, url)
@@ -162,7 +162,7 @@ def push_cmd(run, pass_n, url, config_path, gold_file, limit) -> None:
 @config_option
 def pull_cmd(run, pass_n, url, config_path) -> None:
     """Export all annotations and write annotations.parquet + decisions.parquet by the pass's rule."""
-    from annotation.pull import PullError, pull
+    from photogenic.annotation.pull import PullError, pull
 
     config = _review_config(config_path)
     client = _client(config, url)
@@ -186,7 +186,7 @@ def pull_cmd(run, pass_n, url, config_path) -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 def simulate_cmd(run, pass_n, url, config_path, annotators, seed) -> None:
     """SIMULATION: seeded synthetic annotators answer a pass through Label Studio's API."""
-    from annotation.simulate import SimulationError, simulate
+    from photogenic.annotation.simulate import SimulationError, simulate
 
     config = _review_config(config_path)
     client = _client(config, url)
@@ -202,7 +202,7 @@ def simulate_cmd(run, pass_n, url, config_path, annotators, seed) -> None:
 @config_option
 def invite_cmd(url, config_path) -> None:
     """Print the signup link to send to annotators (they join the organisation through it)."""
-    from annotation.users import invite_url
+    from photogenic.annotation.users import invite_url
 
     config = _review_config(config_path)
     console.print(invite_url(_client(config, url)))
@@ -218,7 +218,7 @@ def invite_cmd(url, config_path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_cmd(run, url, config_path, as_json) -> None:
     """Progress per pass (done/total, ETA) and annotator quality (agreement, gold accuracy)."""
-    from annotation.progress import run_status
+    from photogenic.annotation.progress import run_status
 
     config = _review_config(config_path)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.runio import write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.runio import write_json_atomic, write_parquet_atomic
 
 PENDING = "pending.json"
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import requests
 
-from annotation.server import Connection
+from photogenic.annotation.server import Connection
 
 log = logging.getLogger(__name__)
 

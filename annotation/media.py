@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 from PIL import Image, ImageOps
 
-from pipeline.runio import write_bytes_atomic
-from pipeline.sources import SourceError, read_source
+from photogenic.pipeline.core.runio import write_bytes_atomic
+from photogenic.pipeline.pool.sources import SourceError, read_source
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 

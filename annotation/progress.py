@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from annotation.config import ReviewConfig
-from annotation.ledger import Ledger
-from annotation.lsclient import Client, LabelStudioError
-from annotation.projects import find_project, pass_dir
-from annotation.pull import default_overlap, load_gold_file, parse_annotation
-from annotation.push import known_keys
-from annotation.quality import summarise
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.annotation.ledger import Ledger
+from photogenic.annotation.lsclient import Client, LabelStudioError
+from photogenic.annotation.projects import find_project, pass_dir
+from photogenic.annotation.pull import default_overlap, load_gold_file, parse_annotation
+from photogenic.annotation.push import known_keys
+from photogenic.annotation.quality import summarise
 
 RECENT = 200  # annotations the rate is measured over
 

@@ -5,9 +5,9 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from annotation.config import PassConfig
-from annotation.lsclient import Client, LabelStudioError
-from pipeline.runio import stable_id, write_json_atomic
+from photogenic.pipeline.core.config.review import PassConfig
+from photogenic.annotation.lsclient import Client, LabelStudioError
+from photogenic.pipeline.core.runio import stable_id, write_json_atomic
 
 RATINGS = ("composition", "lighting", "colour", "subject", "background")
 MARKER_RE = re.compile(r"\[photogenic run=([0-9a-f]{32}) pass=(\d)\]")
@@ -27,7 +27,7 @@ def run_id(run: Path) -> str:
 
 
 def label_config(n: int) -> str:
-    return resources.files("annotation").joinpath(f"configs/pass{n}.xml").read_text()
+    return resources.files("photogenic.annotation").joinpath(f"configs/pass{n}.xml").read_text()
 
 
 def instructions(n: int) -> str:

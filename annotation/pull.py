@@ -8,15 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotation.config import PassConfig, ReviewConfig
-from annotation.lsclient import Client
-from annotation.projects import RATINGS, find_project, pass_dir
-from annotation.ledger import Ledger
-from annotation.push import PushError, known_keys, pass_input
-from annotation.quality import summarise
-from annotation.simulate import is_simulated_annotator
-from pipeline.faults import failpoint
-from pipeline.runio import clear_success, mark_success, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig
+from photogenic.annotation.lsclient import Client
+from photogenic.annotation.projects import RATINGS, find_project, pass_dir
+from photogenic.annotation.ledger import Ledger
+from photogenic.annotation.push import PushError, known_keys, pass_input
+from photogenic.annotation.quality import summarise
+from photogenic.annotation.simulate import is_simulated_annotator
+from photogenic.pipeline.core.faults import failpoint
+from photogenic.pipeline.core.runio import clear_success, mark_success, write_json_atomic, write_parquet_atomic
 
 ANNOTATION_SCHEMA = pa.schema([
     ("key", pa.string()),

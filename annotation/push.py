@@ -14,12 +14,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from annotation import media
-from annotation.config import ReviewConfig
-from annotation.ledger import Ledger
-from annotation.lsclient import Client, Unavailable
-from annotation.projects import ensure_local_storage, ensure_project, pass_dir, run_id
-from pipeline.runio import is_complete, write_json_atomic, write_parquet_atomic
+from photogenic.annotation import media
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.annotation.ledger import Ledger
+from photogenic.annotation.lsclient import Client, Unavailable
+from photogenic.annotation.projects import ensure_local_storage, ensure_project, pass_dir, run_id
+from photogenic.pipeline.core.runio import is_complete, write_json_atomic, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 

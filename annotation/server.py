@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from annotation.config import ReviewConfig
+from photogenic.pipeline.core.config.review import ReviewConfig
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from typing import Callable
 
 import numpy as np
 
-from annotation.config import ReviewConfig
-from annotation.lsclient import Client, Unavailable
-from annotation.server import data_dir
-from annotation.projects import RATINGS, find_project, pass_dir
-from annotation.users import AnnotatorStore
-from pipeline.runio import write_json_atomic
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.annotation.lsclient import Client, Unavailable
+from photogenic.annotation.server import data_dir
+from photogenic.annotation.projects import RATINGS, find_project, pass_dir
+from photogenic.annotation.users import AnnotatorStore
+from photogenic.pipeline.core.runio import write_json_atomic
 
 SCORE_COLUMNS = ("aesthetic_score", "clip_score", "engagement")
 # Share of votes that are "keep" per simulated annotator; with pass 1's any-rule and pass 2's

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from annotation.lsclient import Client, LabelStudioError
+from photogenic.annotation.lsclient import Client, LabelStudioError
 
 
 def invite_url(client: Client) -> str:

@@ -22,11 +22,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this folder comes first on sys.path, and bench/select.py would shadow the
-# standard library's `select` (which subprocess needs): drop it, put the repository root instead.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import io
 import json
@@ -41,10 +36,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from PIL import Image  # noqa: E402
 
-from filters.base import Sample  # noqa: E402
-from pipeline.cascade import Cascade  # noqa: E402
-from pipeline.config import Config  # noqa: E402
-from pipeline.readers import discover_shards, read_shard  # noqa: E402
+from photogenic.filters.base import Sample  # noqa: E402
+from photogenic.pipeline.filtering.cascade import Cascade  # noqa: E402
+from photogenic.pipeline.core.config import Config  # noqa: E402
+from photogenic.pipeline.pool.readers import discover_shards, read_shard  # noqa: E402
 
 
 SECTIONS = ("technical", "per_filter", "clip_models", "cascade", "spark")
@@ -92,11 +87,11 @@ def fresh(samples: list[Sample]) -> list[Sample]:
 def per_filter_costs(rows: list[dict], limit: int, tmp: Path) -> dict:
     import torch
 
-    from filters.aesthetic import AestheticFilter, build_head
-    from filters.clip import ClipEmbedder, ClipFilter
-    from filters.concepts import ConceptFilter
-    from filters.ocr import OcrFilter
-    from filters.offensive import OffensiveFilter
+    from photogenic.filters.aesthetic import AestheticFilter, build_head
+    from photogenic.filters.clip import ClipEmbedder, ClipFilter
+    from photogenic.filters.concepts import ConceptFilter
+    from photogenic.filters.ocr import OcrFilter
+    from photogenic.filters.offensive import OffensiveFilter
 
     config = Config()
     ocr = OcrFilter(**config.filters.ocr.model_dump(exclude={"enabled"}))
@@ -218,8 +213,8 @@ def pool_batches(pool: Path, batch_rows: int):
 
 def spark_vs_loop(pool: Path, config: Config, loop: dict, tmp: Path) -> dict:
     try:
-        from pipeline.filter_job import run_filter
-        from pipeline.spark import get_spark
+        from photogenic.pipeline.filtering.job import run_filter
+        from photogenic.pipeline.core.spark import get_spark
     except ImportError as err:
         return {"error": f"filter job not available: {err}"}
     spark = get_spark(config, master=None)

@@ -17,11 +17,6 @@ from __future__ import annotations
 import os
 import sys
 
-# `python bench/review.py` puts bench/ first on sys.path, where bench/select.py would shadow the
-# standard library's `select` (used by subprocess); only the repository root is wanted.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-
 import argparse
 import json
 import platform
@@ -32,15 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from annotation import media, server  # noqa: E402
-from annotation.config import ReviewConfig  # noqa: E402
-from annotation.lsclient import Client  # noqa: E402
-from annotation.pull import pull  # noqa: E402
-from annotation.push import project_keys, push  # noqa: E402
-from annotation.users import AnnotatorStore  # noqa: E402
-from pipeline.runio import write_json_atomic  # noqa: E402
+from photogenic.annotation import media, server  # noqa: E402
+from photogenic.pipeline.core.config.review import ReviewConfig  # noqa: E402
+from photogenic.annotation.lsclient import Client  # noqa: E402
+from photogenic.annotation.pull import pull  # noqa: E402
+from photogenic.annotation.push import project_keys, push  # noqa: E402
+from photogenic.annotation.users import AnnotatorStore  # noqa: E402
+from photogenic.pipeline.core.runio import write_json_atomic  # noqa: E402
 from tests.review_helpers import free_port, make_fake_run  # noqa: E402
 
 

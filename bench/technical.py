@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from filters.base import Sample
-from filters.technical import TechnicalFilter
-from pipeline import sample_kinds as kinds
-from pipeline.config import Config
-from pipeline.sample_pool import legacy_grey
+from photogenic.filters.base import Sample
+from photogenic.filters.technical import TechnicalFilter
+from photogenic.pipeline.sample import kinds
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.sample.pool import legacy_grey
 
 LEGACY_MIN_SHARPNESS = 40.0
 DECODE_SIZES = (512, 1024)  # technical alone; the default cascade (OCR decodes at 1024)

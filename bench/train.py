@@ -4,17 +4,13 @@ Builds a tiny exported set (real photos) and the tiny random-weight base model, 
 steps twice (latents + caption embeddings read from the on-disk cache, vs. VAE + text encoder run
 on every batch) and writes images/s per training step and their ratio to bench/results/train.json.
 
-    .venv/bin/python bench/train.py [--steps 30] [--resolution 64 --resolution 128]
+    .venv/bin/python -m bench.train [--steps 30] [--resolution 64 --resolution 128]
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# Run as a script, this folder would come first on sys.path, and bench/select.py would shadow
-# the standard library's `select` (imported by subprocess, hence by torch): use the repo instead.
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -34,8 +30,8 @@ def _rates(out: Path) -> list[float]:
 
 def _measure(data: Path, base: Path, out: Path, cached: bool, steps: int, resolution: int,
              micro: int) -> dict:
-    from training.config import TrainConfig
-    from training.trainer import train
+    from photogenic.pipeline.core.config.training import TrainConfig
+    from photogenic.training.trainer import train
 
     config = TrainConfig(batch_size=micro * 2, micro_batch_size=micro, max_steps=steps,
                          validate_every=steps, latent_cache=cached, resolution=resolution,
@@ -57,10 +53,10 @@ def _measure(data: Path, base: Path, out: Path, cached: bool, steps: int, resolu
 def main(steps, resolutions, micro_batch, threads, out_file) -> None:
     import torch
 
-    from pipeline.config import parse_config
-    from pipeline.export import export_run
+    from photogenic.pipeline.core.config import parse_config
+    from photogenic.pipeline.export.stage import export_run
     from tests.export_helpers import make_fake_run
-    from training.tiny import make_tiny_base
+    from photogenic.training.tiny import make_tiny_base
 
     torch.set_num_threads(threads)
     results = []

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterSkipped, Need, Sample
 
 
 def build_head(input_size: int = 768):
@@ -105,8 +105,6 @@ class AestheticFilter(BaseFilter):
 
     def __init__(self, head: str | None = None, min_score: float | None = None):
         if not head:
-            from pipeline.cascade import FilterSkipped
-
             raise FilterSkipped(
                 "no aesthetic head: set [filters.aesthetic] head to a LAION-format .pth "
                 "(e.g. sac+logos+ava1-l14-linearMSE.pth for ViT-L-14) or train one with `photogenic aesthetic train`"
@@ -121,13 +119,13 @@ class AestheticFilter(BaseFilter):
 
     @property
     def meaningless(self) -> bool:
-        from filters.clip import active_embedder
+        from photogenic.filters.clip import active_embedder
 
         embedder = active_embedder()
         return bool(embedder and embedder.meaningless)
 
     def setup(self) -> None:
-        from filters.runtime import set_torch_threads
+        from photogenic.filters.runtime import set_torch_threads
 
         set_torch_threads()
 

@@ -66,7 +66,7 @@ def train_head(x: np.ndarray, y: np.ndarray, epochs: int = 300, lr: float = 1e-3
     """Fit LAION's MLP with MSE on L2-normalised embeddings; keeps the epoch with the best validation loss."""
     import torch
 
-    from filters.aesthetic import build_head, load_head
+    from photogenic.filters.aesthetic import build_head, load_head
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -147,7 +147,7 @@ def aesthetic() -> None:
 def train(embeddings: str, labels: tuple[str, ...], target: str, out: str, init: str | None, epochs: int, lr: float,
           batch_size: int, val_fraction: float, seed: int) -> None:
     """Fit a head from review decisions or ratings on saved CLIP embeddings."""
-    from filters.clip import read_embeddings
+    from photogenic.filters.clip import read_embeddings
 
     try:
         keys, vectors, model = read_embeddings(embeddings)

@@ -24,6 +24,10 @@ class Need(IntEnum):
     EMBEDDING = 3  # CLIP image/text embeddings (computed once, shared)
 
 
+class FilterSkipped(Exception):
+    """Raised by a filter's constructor when it cannot run as configured (e.g. no aesthetic head)."""
+
+
 @dataclass
 class Sample:
     """One pool row as it moves through the cascade. Filled lazily, cheapest parts first."""

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, Need, Sample
 
 
 def printable_ratio(text: str) -> float:

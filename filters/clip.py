@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
-from filters.runtime import set_torch_threads, torch_device
+from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.runtime import set_torch_threads, torch_device
 
 log = logging.getLogger(__name__)
 
@@ -214,13 +214,6 @@ def embedding_batch(samples: list[Sample], model_label: str) -> pa.RecordBatch:
         "image_embedding": [s.image_embedding.astype(np.float32).tolist() for s in rows],
         "text_embedding": [None if s.text_embedding is None else s.text_embedding.astype(np.float32).tolist() for s in rows],
     }, schema=EMBEDDING_SCHEMA)
-
-
-def write_embeddings(batches: list[pa.RecordBatch], path: str | Path) -> Path:
-    """One shard's embeddings as parquet, atomically (`RUN/embeddings/part-SHARD.parquet`)."""
-    from pipeline.runio import write_parquet_atomic
-
-    return write_parquet_atomic(pa.Table.from_batches(batches, schema=EMBEDDING_SCHEMA), path)
 
 
 def model_label(embedder: ClipEmbedder) -> str:

@@ -16,12 +16,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, Need, Sample
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class ConceptFilter(BaseFilter):
         self._bound = embedder
 
     def _embedder(self):
-        from filters.clip import active_embedder
+        from photogenic.filters.clip import active_embedder
 
         return self._bound or active_embedder()
 
@@ -157,7 +157,7 @@ class ConceptFilter(BaseFilter):
 
     def prompt_matrix(self) -> np.ndarray:
         """(concepts, D) unit vectors: each concept's prompt embeddings averaged (prompt ensembling)."""
-        from filters.clip import model_label
+        from photogenic.filters.clip import model_label
 
         embedder = self._embedder()
         label = model_label(embedder)

@@ -7,7 +7,7 @@ import imagehash
 import numpy as np
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, Need, Sample
 
 
 def phash64(image) -> int:

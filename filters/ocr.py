@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
-from filters.runtime import worker_threads
+from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.runtime import worker_threads
 
 log = logging.getLogger(__name__)
 

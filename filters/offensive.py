@@ -8,7 +8,6 @@ boundaries; the first term found is recorded in `offensive_term`.
 """
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from filters.base import BaseFilter, Need, Sample
-from filters.runtime import onnx_session
+from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.runtime import onnx_session
 
 DEFAULT_TERMS = Path(__file__).parent / "data" / "offensive_terms.txt"
 

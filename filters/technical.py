@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, Need, Sample
 
 WINDOW = 9  # pixels along a direction: wide enough to hold a blurred edge, short enough to stay local
 GRID = 4  # tiles per side: the sharpest of 16 regions speaks for the image

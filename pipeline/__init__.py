@@ -1,2 +1,1 @@
-"""Photogenic pipeline: config, pool readers, the Spark filter job, selection, export, report, CLI."""
-__version__ = "0.1.0"
+"""Photogenic pipeline: core (config, run layout, storage), pool formats, filtering, selection, export, report, CLI."""

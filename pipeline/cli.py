@@ -1,32 +1,24 @@
 """`photogenic` command line. Stage commands load lazily so `photogenic config` stays instant."""
 from __future__ import annotations
 
-import os
-import sys
-
-if __name__ == "__main__":
-    # Run as a file (spark-submit pipeline/cli.py ...): keep pipeline/select.py from shadowing
-    # the standard library's `select` module.
-    _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
-
 import importlib
 import logging
+import sys
 
 import click
 
 # command name -> "module:attribute" of a click command or group.
 LAZY_COMMANDS = {
-    "config": "pipeline.cli_core:config_cmd",
-    "sample-pool": "pipeline.cli_core:sample_pool_cmd",
-    "filter": "pipeline.cli_core:filter_cmd",
-    "select": "pipeline.select:select_cmd",
-    "review": "annotation.cli:review",
-    "aesthetic": "filters.aesthetic_cli:aesthetic",
-    "export": "pipeline.export:export_cmd",
-    "train": "training.cli:train_cmd",
-    "eval": "training.eval_cli:eval_group",
-    "report": "pipeline.report:report_cmd",
+    "config": "photogenic.pipeline.commands:config_cmd",
+    "sample-pool": "photogenic.pipeline.commands:sample_pool_cmd",
+    "filter": "photogenic.pipeline.commands:filter_cmd",
+    "select": "photogenic.pipeline.selection.stage:select_cmd",
+    "review": "photogenic.annotation.cli:review",
+    "aesthetic": "photogenic.filters.aesthetic_cli:aesthetic",
+    "export": "photogenic.pipeline.export.stage:export_cmd",
+    "train": "photogenic.training.cli:train_cmd",
+    "eval": "photogenic.training.eval_cli:eval_group",
+    "report": "photogenic.pipeline.report.stage:report_cmd",
 }
 
 
@@ -42,10 +34,12 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as err:
-            @click.command(name, help=f"(unavailable: {err})",
+            why = str(err)  # `err` is unbound once the except block ends
+
+            @click.command(name, help=f"(unavailable: {why})",
                            context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
             def unavailable() -> None:
-                raise click.ClickException(f"'{name}' is not available: {err}")
+                raise click.ClickException(f"'{name}' is not available: {why}")
 
             return unavailable
 

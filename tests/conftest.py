@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.spark import spark_env
+from photogenic.pipeline.core.spark import spark_env
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
-PHOTOGENIC = [sys.executable, "-m", "pipeline.cli"]
+PHOTOGENIC = [sys.executable, "-m", "photogenic.pipeline.cli"]
 
 spark_env()
 os.environ.setdefault("PHOTOGENIC_WORKER_THREADS", "1")
@@ -43,7 +43,7 @@ def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPro
 @pytest.fixture(scope="session")
 def sample_pool(tmp_path_factory) -> Path:
     """A small sample pool (real photos + every planted defect), built once per session."""
-    from pipeline.sample_pool import build_sample_pool
+    from photogenic.pipeline.sample.pool import build_sample_pool
 
     out = tmp_path_factory.mktemp("pool") / "pool"
     build_sample_pool(out, seed=0, n_clean=120, shard_size=40)
@@ -59,7 +59,7 @@ def cheap_config_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    from pipeline.spark import get_spark
+    from photogenic.pipeline.core.spark import get_spark
 
     session = get_spark(master="local[2]")
     yield session
@@ -68,8 +68,8 @@ def spark():
 @pytest.fixture(scope="session")
 def scored_run(sample_pool, tmp_path_factory, spark) -> Path:
     """The sample pool through the default filter job (all filters that are available)."""
-    from pipeline.config import Config
-    from pipeline.filter_job import run_filter
+    from photogenic.pipeline.core.config import Config
+    from photogenic.pipeline.filtering.job import run_filter
 
     run = tmp_path_factory.mktemp("run") / "run"
     run_filter(sample_pool, run, Config(), spark=spark, save_embeddings=True)
@@ -90,8 +90,8 @@ def copy_tree(src: Path, dst: Path) -> Path:
 @pytest.fixture(scope="session")
 def cheap_run(sample_pool, cheap_config_path, tmp_path_factory, spark) -> Path:
     """The sample pool through the filter job with the cheap filters only."""
-    from pipeline.config import load_config
-    from pipeline.filter_job import run_filter
+    from photogenic.pipeline.core.config import load_config
+    from photogenic.pipeline.filtering.job import run_filter
 
     run = tmp_path_factory.mktemp("cheap") / "run"
     run_filter(sample_pool, run, load_config(cheap_config_path), spark=spark)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.schema import SCORE_SCHEMA
+from photogenic.pipeline.core.schema import SCORE_SCHEMA
 
 # name, aspect crop (w/h), format, caption
 PHOTOS = [

@@ -8,9 +8,9 @@ import pyarrow as pa
 import skimage.data
 from PIL import Image
 
-from filters.base import Sample
-from pipeline.sample_pool import overlay_text
-from pipeline.schema import POOL_SCHEMA
+from photogenic.filters.base import Sample
+from photogenic.pipeline.sample.pool import overlay_text
+from photogenic.pipeline.core.schema import POOL_SCHEMA
 
 PHOTOS = {name: Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
           for name in ("astronaut", "coffee", "chelsea", "rocket")}

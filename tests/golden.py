@@ -8,7 +8,6 @@ repr. Regenerate the stored baseline only when a change is meant to alter output
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import tarfile
@@ -49,6 +48,7 @@ def _tar_digest(path: Path) -> str:
 def fingerprint(run: Path, export: Path) -> dict:
     funnel = json.loads((run / "scores" / "_funnel.json").read_text())
     select = json.loads((run / "candidates" / "_summary.json").read_text())
+    select = select.get("details", select)  # the one stage-summary shape keeps select's own counts there
     dropped = _table_rows(run / "candidates" / "_dropped")
     exported = {}
     for p in sorted(export.rglob("*")):

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from annotation import server
-from annotation.config import ReviewConfig
-from annotation.lsclient import Client
-from pipeline.runio import mark_success, write_parquet_atomic
+from photogenic.annotation import server
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.annotation.lsclient import Client
+from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
 
 SAMPLE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
                  "retina", "camera")
@@ -106,7 +106,7 @@ def write_config(path: Path, ls_config: ReviewConfig, extra: str = "") -> Path:
 
 
 def annotator_store(ls_config: ReviewConfig):
-    from annotation.users import AnnotatorStore
+    from photogenic.annotation.users import AnnotatorStore
 
     return AnnotatorStore(Path(ls_config.data_dir) / "annotators.json")
 

@@ -9,10 +9,10 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from filters.aesthetic import AestheticFilter, load_head, score_embeddings
-from filters.aesthetic_cli import aesthetic
-from pipeline.cascade import FilterSkipped, build_filters
-from pipeline.config import parse_config
+from photogenic.filters.aesthetic import AestheticFilter, load_head, score_embeddings
+from photogenic.filters.aesthetic_cli import aesthetic
+from photogenic.pipeline.filtering.cascade import FilterSkipped, build_filters
+from photogenic.pipeline.core.config import parse_config
 from tests.filters_helpers import photo, sample, unit_vectors
 
 
@@ -81,7 +81,7 @@ def test_bad_heads_are_clear_errors(tmp_path):
         AestheticFilter(head=str(wrong))
     narrow = tmp_path / "narrow.pth"
     torch.save(LaionMLP(512).state_dict(), narrow)
-    from filters.clip import ClipEmbedder
+    from photogenic.filters.clip import ClipEmbedder
 
     with pytest.raises(ValueError, match="takes 512-d"):
         AestheticFilter(head=str(narrow)).check_embedder(ClipEmbedder())

@@ -5,10 +5,10 @@ import pyarrow as pa
 import skimage.data
 from PIL import Image
 
-from pipeline.cascade import Cascade
-from pipeline.config import parse_config
-from pipeline.sample_pool import pixel_bomb_png
-from pipeline.schema import POOL_SCHEMA, REJECT_REASONS, SCORE_SCHEMA
+from photogenic.pipeline.filtering.cascade import Cascade
+from photogenic.pipeline.core.config import parse_config
+from photogenic.pipeline.sample.pool import pixel_bomb_png
+from photogenic.pipeline.core.schema import POOL_SCHEMA, REJECT_REASONS, SCORE_SCHEMA
 
 CHEAP = {name: {"enabled": False} for name in ("offensive", "ocr", "clip", "aesthetic", "concepts")}
 
@@ -79,7 +79,7 @@ def test_decodes_once_at_the_smallest_needed_size_with_jpeg_draft():
     cascade = Cascade(parse_config({"filters": CHEAP}))
     assert cascade.decode_size == 512
     big = PHOTO.resize((2048, 2048))
-    from filters.base import Sample
+    from photogenic.filters.base import Sample
 
     s = Sample("k", "c", encode(big))
     assert cascade._parse_header(s) is None and (s.width, s.height) == (2048, 2048)

@@ -4,11 +4,11 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageFilter
 
-from filters.base import Sample
-from filters.caption import CaptionFilter
-from filters.geometry import GeometryFilter
-from filters.hashes import PerceptualHashFilter, phash64
-from filters.technical import TechnicalFilter
+from photogenic.filters.base import Sample
+from photogenic.filters.caption import CaptionFilter
+from photogenic.filters.geometry import GeometryFilter
+from photogenic.filters.hashes import PerceptualHashFilter, phash64
+from photogenic.filters.technical import TechnicalFilter
 
 
 def run(f, samples):

@@ -2,7 +2,7 @@ import tomllib
 
 import pytest
 
-from pipeline.config import Config, ConfigError, defaults_toml, load_config, parse_config
+from photogenic.pipeline.core.config import Config, ConfigError, defaults_toml, load_config, parse_config
 from tests.conftest import run_cli
 
 

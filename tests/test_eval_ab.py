@@ -12,17 +12,17 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from annotation.config import ReviewConfig
-from annotation.lsclient import Client
-from annotation.users import AnnotatorStore
-from pipeline.report import build_report
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.annotation.lsclient import Client
+from photogenic.annotation.users import AnnotatorStore
+from photogenic.pipeline.report.stage import build_report
 from tests.review_helpers import free_port, ls_server  # noqa: F401
 from tests.test_eval_helpers import eval_out, prompts_file, tiny_models  # noqa: F401
 from tests.test_report_browser import browser, open_report  # noqa: F401
 from tests.test_report_helpers import make_fake_run
-from training.config import EvalConfig
-from training.eval_ab import ab_dir, pull, push
-from training.eval_cli import eval_group
+from photogenic.pipeline.core.config.training import EvalConfig
+from photogenic.training.eval_ab import ab_dir, pull, push
+from photogenic.training.eval_cli import eval_group
 
 RATERS = ("ab-rater-1@photogenic.local", "ab-rater-2@photogenic.local", "ab-rater-3@photogenic.local")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import EvalConfig
+from photogenic.pipeline.core.config.training import EvalConfig
 
 # Three categories, two prompts each: 6 prompts x 2 seeds = 12 pairs, 4 per category.
 PROMPTS = """# test prompts
@@ -40,8 +40,8 @@ def tiny_models(tmp_path_factory) -> tuple[Path, Path, Path]:
     def build():
         import torch
 
-        from filters.aesthetic import build_head
-        from training.tiny import make_tiny_base
+        from photogenic.filters.aesthetic import build_head
+        from photogenic.training.tiny import make_tiny_base
 
         torch.set_num_threads(1)
         root = tmp_path_factory.mktemp("eval-models")
@@ -68,7 +68,7 @@ def prompts_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def eval_out(tiny_models, prompts_file, tmp_path_factory) -> Path:
     """A real eval of the tiny models: generated images, CLIP + aesthetic judges, tables."""
-    from training.eval import run_eval
+    from photogenic.training.eval import run_eval
 
     def build():
         base, tuned, head = tiny_models

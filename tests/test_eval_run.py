@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.test_eval_helpers import CATEGORIES, eval_config, eval_out, prompts_file, tiny_models  # noqa: F401
-from training.eval import EvalError, generate, load_prompts, outcome, run_eval
-from training.eval_cli import eval_group
+from photogenic.training.eval import EvalError, generate, load_prompts, outcome, run_eval
+from photogenic.training.eval_cli import eval_group
 
 
 def test_eval_tables_come_from_generated_images(eval_out):

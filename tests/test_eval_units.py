@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from training.eval import (PROMPTS_FILE, EvalError, load_prompts, outcome, spread, table_by_category, tally,
+from photogenic.training.eval import (PROMPTS_FILE, EvalError, load_prompts, outcome, spread, table_by_category, tally,
                            wilson)
-from training.eval_ab import task_outcome, tuned_side, vote_outcome
+from photogenic.training.eval_ab import task_outcome, tuned_side, vote_outcome
 
 
 def test_wilson_interval_known_values():

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.export_helpers import MISSING_FILE, curated_keys, make_fake_run
-from pipeline.cli import cli
-from pipeline.export import (
+from photogenic.pipeline.cli import cli
+from photogenic.pipeline.export.stage import (
     ExportError,
     assign_splits,
     export_run,

@@ -9,8 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline.config import load_config
-from pipeline.filter_job import run_filter
+from photogenic.pipeline.core.config import load_config
+from photogenic.pipeline.filtering.job import run_filter
 from tests.conftest import PHOTOGENIC, REPO, run_cli
 
 pytestmark = pytest.mark.timeout(900)

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 
-import filters.clip as clip
-from filters.clip import (ClipEmbedder, ClipFilter, MissingWeights, embedding_batch, model_label, read_embeddings,
-                          write_embeddings)
-from pipeline.cascade import Cascade
-from pipeline.config import parse_config
+import photogenic.filters.clip as clip
+from photogenic.filters.clip import (ClipEmbedder, ClipFilter, MissingWeights, embedding_batch, model_label,
+                                     read_embeddings)
+from photogenic.pipeline.filtering.job import write_embeddings
+from photogenic.pipeline.filtering.cascade import Cascade
+from photogenic.pipeline.core.config import parse_config
 from tests.filters_helpers import CAPTIONS, jpeg, photo, pool_batch, sample
 
 
@@ -61,7 +62,7 @@ def test_missing_weights_are_a_clear_error_naming_them(tmp_path):
 def test_cascade_embeds_once_and_records_meaningless_scores(tmp_path):
     head = tmp_path / "head.pth"
     import torch
-    from filters.aesthetic import build_head
+    from photogenic.filters.aesthetic import build_head
 
     torch.manual_seed(0)
     torch.save(build_head(768).state_dict(), head)

@@ -1,9 +1,9 @@
 """Concept tags: the caption-keyword tagger and CLIP zero-shot over the taxonomy's prompts."""
 import pytest
 
-from filters.clip import ClipEmbedder
-from filters.concepts import ConceptFilter, load_taxonomy
-from filters.base import Need
+from photogenic.filters.clip import ClipEmbedder
+from photogenic.filters.concepts import ConceptFilter, load_taxonomy
+from photogenic.filters.base import Need
 from tests.filters_helpers import CAPTIONS, photo, sample
 
 

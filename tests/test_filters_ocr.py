@@ -3,7 +3,7 @@ import importlib.util
 
 import pytest
 
-from filters.ocr import OcrFilter, count_words, insert_spaces
+from photogenic.filters.ocr import OcrFilter, count_words, insert_spaces
 from tests.filters_helpers import AD_WORDS, photo, sample, with_text
 
 

@@ -1,7 +1,7 @@
 """Offensive content: the real NudeNet ONNX detector and the caption term list."""
 import pytest
 
-from filters.offensive import NUDENET_LABELS, OffensiveFilter, load_terms, terms_pattern
+from photogenic.filters.offensive import NUDENET_LABELS, OffensiveFilter, load_terms, terms_pattern
 from tests.filters_helpers import CAPTIONS, PHOTOS, photo, sample
 
 

@@ -5,16 +5,15 @@ import tarfile
 import time
 
 import pyarrow as pa
-import pytest
 import skimage.data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from pipeline.cascade import Cascade
-from pipeline.config import Config
-from pipeline.readers import discover_shards, read_shard
-from pipeline.schema import POOL_SCHEMA, REJECT_REASONS
+from photogenic.pipeline.filtering.cascade import Cascade
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.pool.readers import discover_shards, read_shard
+from photogenic.pipeline.core.schema import POOL_SCHEMA, REJECT_REASONS
 
 BUDGET_S = 25  # per test; the two together stay under a minute in CI
 

@@ -12,9 +12,9 @@ BASELINE = Path(__file__).parent / "data" / "golden_sample_pool.json"
 
 
 def test_filter_select_export_match_the_recorded_outputs(scored_run, tmp_path):
-    from pipeline.config import Config
-    from pipeline.export import export_run
-    from pipeline.select import run_select
+    from photogenic.pipeline.core.config import Config
+    from photogenic.pipeline.export.stage import export_run
+    from photogenic.pipeline.selection.stage import run_select
 
     run = copy_tree(scored_run, tmp_path / "run")
     run_select(run, Config())

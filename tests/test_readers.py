@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline.readers import PoolError, ShardSpec, discover_shards, read_shard
-from pipeline.sources import read_source
+from photogenic.pipeline.pool.readers import PoolError, ShardSpec, discover_shards, read_shard
+from photogenic.pipeline.pool.sources import read_source
 
 
 def jpeg_bytes(color=(200, 30, 30), size=(64, 48)) -> bytes:

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.report import build_report
+from photogenic.pipeline.report.stage import build_report
 from tests.test_report_helpers import make_fake_run
 
 pytestmark = pytest.mark.browser

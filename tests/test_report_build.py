@@ -6,7 +6,7 @@ import re
 import duckdb
 from click.testing import CliRunner
 
-from pipeline.report import build_report, report_cmd
+from photogenic.pipeline.report.stage import build_report, report_cmd
 from tests.test_report_helpers import make_fake_run
 
 

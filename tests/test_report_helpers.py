@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from pipeline.config import Config
-from pipeline.runio import mark_success, write_json_atomic, write_parquet_atomic
-from pipeline.schema import SCORE_SCHEMA
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.core.runio import mark_success, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.schema import SCORE_SCHEMA
 
 SKIMAGE_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "camera", "moon", "page", "horse")
 # (reject_reason, reject_detail) for the rows that fail, in order; the rest pass.

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotation.lsclient import Client
-from annotation.pull import pull
-from annotation.push import push
-from pipeline.runio import mark_success, write_parquet_atomic
+from photogenic.annotation.lsclient import Client
+from photogenic.annotation.pull import pull
+from photogenic.annotation.push import push
+from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
 pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import annotator_store, artifacts_dir, make_fake_run
 

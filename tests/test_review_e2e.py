@@ -14,10 +14,10 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from annotation.cli import review
-from annotation.pull import pull
-from annotation.push import push
-from annotation.quality import summarise
+from photogenic.annotation.cli import review
+from photogenic.annotation.pull import pull
+from photogenic.annotation.push import push
+from photogenic.annotation.quality import summarise
 pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import annotator_store, make_fake_run, submit, write_config
 
@@ -46,7 +46,7 @@ def _answer(key: str, who: int, gold: dict[str, bool], index: int) -> bool:
 @pytest.fixture(scope="module")
 def pass1(tmp_path_factory, ls_server, ls_config):
     """A 1,000-task pass 1, pushed, annotated by three users, pulled."""
-    from annotation.lsclient import Client
+    from photogenic.annotation.lsclient import Client
 
     base = tmp_path_factory.mktemp("review-e2e")
     run = base / "run"
@@ -57,7 +57,7 @@ def pass1(tmp_path_factory, ls_server, ls_config):
     cfg_path = write_config(base / "photogenic.toml", ls_config,
                             "import_batch_size = 300\n[review.pass1]\noverlap_fraction = 0.1\n"
                             "overlap_annotators = 2\ngold_annotators = 3\n")
-    from pipeline.config import load_config
+    from photogenic.pipeline.core.config import load_config
 
     config = load_config(cfg_path).review
     client = Client(ls_server)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from annotation import server
-from annotation.lsclient import Client
-from annotation.projects import find_project
-from annotation.push import project_keys
+from photogenic.annotation import server
+from photogenic.annotation.lsclient import Client
+from photogenic.annotation.projects import find_project
+from photogenic.annotation.push import project_keys
 pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import free_port, make_fake_run, write_config
 
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _push_proc(run: Path, cfg: Path, extra_env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, **(extra_env or {})}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "review", "push", "--run", str(run),
+    return subprocess.Popen([sys.executable, "-m", "photogenic.pipeline.cli", "review", "push", "--run", str(run),
                              "--pass", "1", "--config", str(cfg)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -115,7 +115,7 @@ def test_review_unreachable_server_gives_clear_error_and_writes_nothing(tmp_path
     cfg = write_config(tmp_path / "c.toml", ls_config)
     env = {**os.environ, "LABEL_STUDIO_API_KEY": "not-a-real-token-0123456789"}
     for command in ("push", "pull"):
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", command, "--run", str(run),
+        proc = subprocess.run([sys.executable, "-m", "photogenic.pipeline.cli", "review", command, "--run", str(run),
                                "--pass", "1", "--url", dead, "--config", str(cfg)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert proc.returncode != 0
@@ -124,7 +124,7 @@ def test_review_unreachable_server_gives_clear_error_and_writes_nothing(tmp_path
     assert not (run / "review" / "pass1" / "decisions.parquet").exists()
     assert not (run / "review" / "pass1" / "_SUCCESS").exists()
     env.pop("LABEL_STUDIO_API_KEY")
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", "pull", "--run", str(run),
+    proc = subprocess.run([sys.executable, "-m", "photogenic.pipeline.cli", "review", "pull", "--run", str(run),
                            "--pass", "1", "--url", dead, "--config", str(cfg)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "LABEL_STUDIO_API_KEY" in proc.stderr
@@ -135,10 +135,10 @@ def test_review_server_down_during_pull_leaves_previous_output(tmp_path, ls_serv
     run = tmp_path / "run"
     make_fake_run(run, 10, prefix="p")
     cfg = write_config(tmp_path / "c.toml", ls_config, "max_retries = 1\nbackoff_s = 0.2\n")
-    ok = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", "push", "--run", str(run), "--pass", "1",
+    ok = subprocess.run([sys.executable, "-m", "photogenic.pipeline.cli", "review", "push", "--run", str(run), "--pass", "1",
                          "--config", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr
-    first = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", "pull", "--run", str(run), "--pass",
+    first = subprocess.run([sys.executable, "-m", "photogenic.pipeline.cli", "review", "pull", "--run", str(run), "--pass",
                             "1", "--config", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     decisions = run / "review" / "pass1" / "decisions.parquet"
@@ -146,7 +146,7 @@ def test_review_server_down_during_pull_leaves_previous_output(tmp_path, ls_serv
     server.stop(ls_config)
     try:
         env = {**os.environ, "LABEL_STUDIO_API_KEY": ls_server.token}
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "review", "pull", "--run", str(run),
+        proc = subprocess.run([sys.executable, "-m", "photogenic.pipeline.cli", "review", "pull", "--run", str(run),
                                "--pass", "1", "--url", ls_server.url, "--config", str(cfg)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     finally:

@@ -2,7 +2,7 @@
 document root (loopback binding and token hygiene are in test_review_server.py)."""
 import requests
 
-from annotation.media import media_name
+from photogenic.annotation.media import media_name
 from tests.conftest import run_cli
 from tests.review_helpers import make_fake_run, write_config
 

@@ -10,8 +10,8 @@ import psutil
 import pytest
 import requests
 
-from annotation import server
-from annotation.users import AnnotatorStore
+from photogenic.annotation import server
+from photogenic.annotation.users import AnnotatorStore
 pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import make_fake_run, write_config
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _cli(*args: str, env: dict | None = None, verbose: bool = False) -> subprocess.CompletedProcess:
     top = ["-v"] if verbose else []
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *top, "review", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "photogenic.pipeline.cli", *top, "review", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600, env=env)
 
 
@@ -53,7 +53,7 @@ def test_review_server_own_venv_localhost_only_and_start_is_idempotent(ls_server
 def test_review_server_refuses_a_port_taken_by_another_program(tmp_path):
     import socket
 
-    from annotation.config import ReviewConfig
+    from photogenic.pipeline.core.config.review import ReviewConfig
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

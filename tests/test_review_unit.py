@@ -8,14 +8,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from annotation.config import PassConfig, ReviewConfig
-from annotation.media import image_url, materialise, media_name
-from annotation.progress import eta_seconds
-from annotation.pull import decide, decisions_table, parse_annotation
-from annotation.push import PushError, build_task, load_gold, score_percentiles
-from annotation.quality import cohen_kappa, fleiss_kappa, krippendorff_alpha, summarise
-from annotation.simulate import personas, plan
-from pipeline.config import defaults_toml, parse_config
+from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig
+from photogenic.annotation.media import image_url, materialise, media_name
+from photogenic.annotation.progress import eta_seconds
+from photogenic.annotation.pull import decide, decisions_table, parse_annotation
+from photogenic.annotation.push import PushError, build_task, load_gold, score_percentiles
+from photogenic.annotation.quality import cohen_kappa, fleiss_kappa, krippendorff_alpha, summarise
+from photogenic.annotation.simulate import personas, plan
+from photogenic.pipeline.core.config import defaults_toml, parse_config
 
 
 def test_review_fleiss_kappa_matches_wikipedia_example():
@@ -168,7 +168,7 @@ def test_review_config_section_round_trips():
 
 
 def test_review_ledger_is_trusted_only_when_no_batch_was_in_flight(tmp_path):
-    from annotation.ledger import Ledger
+    from photogenic.annotation.ledger import Ledger
 
     ledger = Ledger(tmp_path / "ledger", project_id=7)
     assert ledger.read() is None  # never synced with the server

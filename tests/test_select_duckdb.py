@@ -10,8 +10,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import Config, parse_config
-from pipeline.select import CANDIDATE_SCHEMA, SelectError, run_select
+from photogenic.pipeline.core.config import Config, parse_config
+from photogenic.pipeline.selection.stage import CANDIDATE_SCHEMA, SelectError, run_select
 from tests.conftest import run_cli
 from tests.test_select_helpers import close_pairs, score_rows, synthetic_scores, water_level_shares, write_scores
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.runio import mark_success, write_parquet_atomic
-from pipeline.schema import SCORE_SCHEMA
+from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
+from photogenic.pipeline.core.schema import SCORE_SCHEMA
 
 CONCEPTS = ("landscape", "portrait", "food", "animal", "architecture", "vehicle", "flower",
             "interior", "street", "sport", "night", "water")

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import ConfigError
-from pipeline.dedup import band_flips, band_layout, components, hamming, probe_radius
-from pipeline.select import HASH_BITS, allocate_quotas, metaclip_level, metaclip_thresholds
+from photogenic.pipeline.core.config import ConfigError
+from photogenic.pipeline.selection.dedup import band_flips, band_layout, components, hamming, probe_radius
+from photogenic.pipeline.selection.stage import HASH_BITS, allocate_quotas, metaclip_level, metaclip_thresholds
 from tests.test_select_helpers import water_level_shares
 
 concept_counts = st.dictionaries(st.sampled_from("abcdefghij"), st.integers(0, 5000), min_size=1, max_size=10)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.select import DROPPED_SCHEMA, run_select
+from photogenic.pipeline.core.config import parse_config
+from photogenic.pipeline.selection.stage import DROPPED_SCHEMA, run_select
 from tests.test_select_helpers import synthetic_scores, write_scores
 
 

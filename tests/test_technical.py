@@ -11,11 +11,11 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw
 
-from filters.base import Sample
-from filters.technical import TechnicalFilter, clipping, focus_measures, grey_at, jpeg_quality
-from pipeline import sample_kinds as kinds
-from pipeline.config import TechnicalFilterConfig
-from pipeline.sample_pool import random_crop
+from photogenic.filters.base import Sample
+from photogenic.filters.technical import TechnicalFilter, clipping, focus_measures, grey_at, jpeg_quality
+from photogenic.pipeline.sample import kinds
+from photogenic.pipeline.core.config import TechnicalFilterConfig
+from photogenic.pipeline.sample.pool import random_crop
 
 PHOTOS = [skimage.data.astronaut, skimage.data.chelsea, skimage.data.coffee, skimage.data.rocket,
           lambda: skimage.data.stereo_motorcycle()[0]]

@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.data import (
+from photogenic.training.data import (
     BatchStream,
     Example,
     assign_buckets,

@@ -19,7 +19,7 @@ from tests.train_helpers import (
     tiny_config,
     unet_weights,
 )
-from training.trainer import TrainError, train
+from photogenic.training.trainer import TrainError, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_early_stopping_stops_a_diverging_run_and_keeps_the_best(tiny, tmp_path)
 
 
 def _train_cli(data: Path, base: Path, out: Path, config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "training.cli", "--data", str(data), "--base-model", str(base),
+    return [sys.executable, "-m", "photogenic.training.cli", "--data", str(data), "--base-model", str(base),
             "--out", str(out), "--config", str(config), "--quiet", *extra]
 
 
@@ -150,7 +150,7 @@ def test_rerun_without_resume_is_refused_and_resume_of_a_finished_run_is_a_no_op
     # The CLI's --resume continues with the run's saved config, not today's defaults.
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
+    from photogenic.pipeline.cli import cli
 
     result = CliRunner().invoke(cli, ["train", "--data", str(data), "--base-model", str(base),
                                       "--out", str(out), "--resume", "--quiet"])
@@ -184,7 +184,7 @@ def test_two_processes_under_torch_distributed(tiny, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training.cli",
+           "-m", "photogenic.training.cli",
            *_train_cli(data, base, out, config_file)[3:]]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from click.testing import CliRunner
 
-from pipeline.cli import cli
+from photogenic.pipeline.cli import cli
 
 
 def test_make_tiny_base_loads_and_generates(tmp_path):
@@ -29,7 +29,7 @@ def test_tokenizer_matches_open_clip(tmp_path):
     import open_clip
     from transformers import CLIPTokenizer
 
-    from training.tiny import write_clip_tokenizer
+    from photogenic.training.tiny import write_clip_tokenizer
 
     tok = CLIPTokenizer.from_pretrained(write_clip_tokenizer(tmp_path / "tok"))
     ref = open_clip.get_tokenizer("ViT-B-32")

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.config import parse_config
-from pipeline.export import export_run
+from photogenic.pipeline.core.config import parse_config
+from photogenic.pipeline.export.stage import export_run
 from tests.export_helpers import make_fake_run
-from training.config import TrainConfig
-from training.tiny import make_tiny_base
+from photogenic.pipeline.core.config.training import TrainConfig
+from photogenic.training.tiny import make_tiny_base
 
 # Small enough for 2 shared cores: 64 px, micro-batch 2, effective batch 4 (accumulation 2).
 TINY_TRAIN = dict(

@@ -1,10 +1,10 @@
-"""`photogenic train`: a thin CLI over `training.trainer` (also runs under `accelerate launch`).
+"""`photogenic train`: a thin CLI over `photogenic.training.trainer` (also runs under `accelerate launch`).
 
     photogenic train --data RUN/export --base-model BASE --out RUN/model [--max-steps N]
                      [--resume] [--config FILE]
     photogenic train --make-tiny-base DIR
-    accelerate launch --multi_gpu --num_processes 8 -m training.cli --data ... --out ...
-    torchrun --nproc_per_node 2 -m training.cli ...   (several CPU processes, gloo)
+    accelerate launch --multi_gpu --num_processes 8 -m photogenic.training.cli --data ... --out ...
+    torchrun --nproc_per_node 2 -m photogenic.training.cli ...   (several CPU processes, gloo)
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import click
 
 
 def _train_config(config_path: str | None, out: Path, resume: bool, max_steps: int | None):
-    from pipeline.config import load_config
-    from training.config import TrainConfig
-    from training.trainer import STATE
+    from photogenic.pipeline.core.config import load_config
+    from photogenic.pipeline.core.config.training import TrainConfig
+    from photogenic.training.trainer import STATE
 
     saved = out / STATE / "run.json"
     if resume and config_path is None and saved.exists():
@@ -47,10 +47,10 @@ def _train_config(config_path: str | None, out: Path, resume: bool, max_steps: i
 def train_cmd(data_dir, base_model, out_dir, max_steps, resume, config_path, tiny_dir,
               quiet) -> None:
     """Quality-tune a latent-diffusion UNet on the curated export (Emu recipe, early stopping)."""
-    from pipeline.config import ConfigError
+    from photogenic.pipeline.core.config import ConfigError
 
     if tiny_dir:
-        from training.tiny import make_tiny_base
+        from photogenic.training.tiny import make_tiny_base
 
         click.echo(f"tiny random-weight base model: {make_tiny_base(tiny_dir)}")
         return
@@ -58,7 +58,7 @@ def train_cmd(data_dir, base_model, out_dir, max_steps, resume, config_path, tin
                               ("--out", out_dir)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)} (or use --make-tiny-base DIR)")
-    from training.trainer import TrainError, train
+    from photogenic.training.trainer import TrainError, train
 
     try:
         config = _train_config(config_path, Path(out_dir), resume, max_steps)

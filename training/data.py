@@ -210,7 +210,7 @@ class LatentCache:
         from safetensors.torch import save
         from tqdm import tqdm
 
-        from pipeline.runio import write_bytes_atomic
+        from photogenic.pipeline.core.runio import write_bytes_atomic
 
         todo = [i for i in indices if not self.path_for(examples[i], buckets[i]).exists()]
         by_bucket: dict[tuple[int, int], list[int]] = {}

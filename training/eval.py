@@ -23,8 +23,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
-from pipeline.runio import clear_success, mark_success, write_bytes_atomic, write_json_atomic, write_parquet_atomic
-from training.config import EvalConfig
+from photogenic.pipeline.core.runio import clear_success, mark_success, write_bytes_atomic, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.config.training import EvalConfig
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class Judges:
 def resolve_judges(cfg: EvalConfig, clip_model: str | None, clip_pretrained: str | None,
                    aesthetic_head: str | None) -> Judges:
     """Eval settings first, then the [filters.*] ones passed in, then the tiny-random CLIP."""
-    from filters.clip import TINY_RANDOM
+    from photogenic.filters.clip import TINY_RANDOM
 
     model = cfg.clip_model or clip_model or TINY_RANDOM
     pretrained = cfg.clip_pretrained if cfg.clip_model else (cfg.clip_pretrained or clip_pretrained)
@@ -274,7 +274,7 @@ def score_images(paths: list[Path], texts: list[str], judges: Judges, device: st
     import numpy as np
     from PIL import Image
 
-    from filters.clip import ClipEmbedder
+    from photogenic.filters.clip import ClipEmbedder
 
     embedder = ClipEmbedder(model=judges.clip_model, pretrained=judges.clip_pretrained,
                             batch_size=batch_size, device=device)
@@ -292,7 +292,7 @@ def score_images(paths: list[Path], texts: list[str], judges: Judges, device: st
     clip = [float(np.dot(vec, text_emb[t])) for vec, t in zip(image_emb, texts)]
     aesthetic = None
     if judges.aesthetic_head:
-        from filters.aesthetic import load_head, score_embeddings
+        from photogenic.filters.aesthetic import load_head, score_embeddings
 
         head = load_head(judges.aesthetic_head)
         if head.input_size != image_emb.shape[1]:
@@ -309,7 +309,7 @@ def run_eval(base: str | Path, tuned: str | Path, out: str | Path, prompts_file:
              cfg: EvalConfig | None = None, filter_clip: tuple[str | None, str | None] = (None, None),
              filter_aesthetic_head: str | None = None) -> dict[str, Any]:
     """Generate, score and tally; writes OUT/pairs.parquet and OUT/results.json, returns the results."""
-    from filters.runtime import set_torch_threads, torch_device
+    from photogenic.filters.runtime import set_torch_threads, torch_device
 
     cfg = cfg or EvalConfig()
     if not cfg.seeds:

@@ -27,12 +27,12 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotation import media
-from annotation.lsclient import Client, Unavailable
-from annotation.projects import ensure_local_storage
-from pipeline.runio import mark_success, stable_id, write_json_atomic, write_parquet_atomic
-from training.config import EvalConfig
-from training.eval import table_by_category
+from photogenic.annotation import media
+from photogenic.annotation.lsclient import Client, Unavailable
+from photogenic.annotation.projects import ensure_local_storage
+from photogenic.pipeline.core.runio import mark_success, stable_id, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.config.training import EvalConfig
+from photogenic.training.eval import table_by_category
 
 log = logging.getLogger(__name__)
 

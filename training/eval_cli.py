@@ -31,7 +31,7 @@ def run_options(fn):
 
 
 def _config(config_path: str | None):
-    from pipeline.config import ConfigError, load_config
+    from photogenic.pipeline.core.config import ConfigError, load_config
 
     try:
         return load_config(config_path)
@@ -43,7 +43,7 @@ def _run(base, tuned, prompts_file, out_dir, config_path, max_prompts, steps, se
     missing = [n for n, v in (("--base", base), ("--tuned", tuned), ("--out", out_dir)) if not v]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)}")
-    from training.eval import PROMPTS_FILE, EvalError, run_eval
+    from photogenic.training.eval import PROMPTS_FILE, EvalError, run_eval
 
     config = _config(config_path)
     updates = {k: v for k, v in (("max_prompts", max_prompts), ("steps", steps), ("device", device)) if v}
@@ -108,8 +108,8 @@ def run_cmd(**kwargs) -> None:
 
 
 def _client(config_path: str | None, url: str | None):
-    from annotation import server
-    from annotation.lsclient import Client
+    from photogenic.annotation import server
+    from photogenic.annotation.lsclient import Client
 
     config = _config(config_path)
     try:
@@ -140,8 +140,8 @@ def ab_options(fn):
 @click.option("--limit", type=click.IntRange(min=1), help="Push only the first N pairs.")
 def push_cmd(out_dir: str, config_path: str | None, url: str | None, limit: int | None) -> None:
     """Create the A/B projects (visual appeal: prompt hidden; text faithfulness: prompt shown)."""
-    from annotation.lsclient import LabelStudioError
-    from training.eval_ab import ABError, push
+    from photogenic.annotation.lsclient import LabelStudioError
+    from photogenic.training.eval_ab import ABError, push
 
     config, client = _client(config_path, url)
     try:
@@ -159,8 +159,8 @@ def pull_cmd(out_dir: str, config_path: str | None, url: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from annotation.lsclient import LabelStudioError
-    from training.eval_ab import ABError, pull
+    from photogenic.annotation.lsclient import LabelStudioError
+    from photogenic.training.eval_ab import ABError, pull
 
     config, client = _client(config_path, url)
     try:

@@ -30,9 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.runio import SUCCESS, write_json_atomic
-from training.config import TrainConfig
-from training.data import (
+from photogenic.pipeline.core.runio import SUCCESS, write_json_atomic
+from photogenic.pipeline.core.config.training import TrainConfig
+from photogenic.training.data import (
     BatchStream,
     DataError,
     Encoder,
@@ -597,7 +597,7 @@ def write_pipeline(base_model: Path, unet_dir: Path, out_dir: Path) -> None:
             _atomic_dir(out_dir / name, lambda tmp, s=src: shutil.copytree(s, tmp,
                                                                            dirs_exist_ok=True))
     # Carry the tiny model's "random weights" note: a model tuned from it is no better.
-    from training.tiny import TINY_MARKER
+    from photogenic.training.tiny import TINY_MARKER
 
     if (base_model / TINY_MARKER).exists():
         shutil.copyfile(base_model / TINY_MARKER, out_dir / TINY_MARKER)

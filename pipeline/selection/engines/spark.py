@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.config import Config
-from pipeline.select import Dialect
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.selection.stage import Dialect
 
 
 class SparkDialect(Dialect):
@@ -26,7 +26,7 @@ class SparkEngine:
     dialect = SparkDialect()
 
     def __init__(self, files: list[Path], config: Config, master: str | None, conf: dict[str, str] | None):
-        from pipeline.spark import get_spark
+        from photogenic.pipeline.core.spark import get_spark
 
         self.spark = get_spark(config, master, conf)
         self._frames = {}

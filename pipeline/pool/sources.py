@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.readers import IMAGE_BYTES_COLUMNS
+from photogenic.pipeline.pool.readers import IMAGE_BYTES_COLUMNS
 
 
 class SourceError(LookupError):

@@ -1,10 +1,14 @@
-"""Atomic, rerunnable outputs: temp name, then rename, then a marker."""
+"""The storage seam: every run file is written and listed here (today local files; the object-store
+issue puts fsspec behind these same functions). Atomic, rerunnable outputs: temp name, then
+rename, then a marker."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +111,79 @@ def remove_stale_tmp(directory: str | Path) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+# --- shared helpers: one copy each -----------------------------------------------------------
+
+
+class CorruptFile(ValueError):
+    """A run file exists but cannot be parsed."""
+
+
+def read_json(path: str | Path, *, strict: bool = False) -> Any:
+    """Parsed JSON at `path`; None when it is missing. A corrupt file raises CorruptFile when
+    `strict`, else reads as None (a summary half-written by a killed run is as good as none)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        if strict:
+            raise CorruptFile(f"cannot read {path}: {err}") from None
+        return None
+
+
+def committed_parquet(directory: str | Path) -> list[Path]:
+    """Parquet files a stage committed under `directory`, sorted. Names starting with "." (a
+    writer's temp file, runio.tmp_path) or "_" (side tables such as _dropped/, _stats/) are skipped
+    at every level."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p for p in directory.rglob("*.parquet")
+        if not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
+    )
+
+
+def sql_quote(value: object) -> str:
+    """`value` as a SQL string literal (DuckDB and Spark SQL): quotes doubled."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def build_name(final: str | Path, what: str = "tmp") -> Path:
+    """A hidden sibling of `final` for a folder being built (`.NAME.tmp-XXXXXXXX`)."""
+    final = Path(final)
+    return final.with_name(f".{final.name}.{what}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale_builds(final: str | Path) -> int:
+    """Delete temp and moved-aside siblings of `final` that a killed build left; returns how many."""
+    final = Path(final)
+    n = 0
+    for p in final.parent.glob(f".{final.name}.*-*"):
+        if p.is_dir() and (".tmp-" in p.name or ".old-" in p.name):
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+    return n
+
+
+@contextmanager
+def publishing(final: str | Path) -> Iterator[Path]:
+    """Build a folder under a temp name and publish it as `final` when the block succeeds:
+
+        with publishing(run.export) as tmp:
+            write_everything(tmp)
+
+    Readers see the old folder or the new one, never a half-built one (replace_dir); on an
+    error the temp folder is removed and `final` is untouched."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = build_name(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

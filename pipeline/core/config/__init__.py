@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
+from photogenic.pipeline.core.config.base import Section
+from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.pipeline.core.config.training import EvalConfig, ExportConfig, TrainConfig
 
 # --- filters ---------------------------------------------------------------------------------
 
@@ -148,22 +147,6 @@ class SelectConfig(Section):
     memory_limit: str = "4GB"  # DuckDB; spills to temp_directory beyond it
     threads: int | None = Field(None, ge=1)  # DuckDB; None: all cores
     temp_directory: str | None = None  # DuckDB spill dir; None: RUN/.select-tmp
-
-
-def _review_config():
-    from annotation.config import ReviewConfig
-
-    return ReviewConfig
-
-
-def _training_configs():
-    from training.config import EvalConfig, ExportConfig, TrainConfig
-
-    return ExportConfig, TrainConfig, EvalConfig
-
-
-ReviewConfig = _review_config()
-ExportConfig, TrainConfig, EvalConfig = _training_configs()
 
 
 class Config(Section):

@@ -8,7 +8,7 @@ captions, missing metadata. Issue 11 adds photogenic kinds a focus filter must k
 depth of field, fog, long exposure, night, flat illustration, mate-backgrounds' gradient art,
 minimalism, soft focus) and focus defects it must reject (gaussian blur at three radii, motion
 blur, defocus, upscaling, heavy JPEG damage), all flagged `family: focus` in the ground truth
-(pipeline/sample_kinds.py makes them). The pool is written in img2dataset's webdataset layout.
+(pipeline/sample/kinds.py makes them). The pool is written in img2dataset's webdataset layout.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from pipeline import sample_kinds as kinds
-from pipeline.runio import mark_success, write_json_atomic
+from photogenic.pipeline.sample import kinds
+from photogenic.pipeline.core.runio import mark_success, write_json_atomic
 
 CACHE = Path(".cache/photos")
 MATE = {  # file -> caption subject (concept keywords are in the subject)

@@ -2,18 +2,14 @@
 reused) through DuckDB selection, wall time and peak memory; Spark local and DuckDB side by side
 on the first 10^6 rows of the same table for the engine ratio. Results: bench/results/select.json.
 
-    .venv/bin/python bench/select.py [--rows 10000000] [--spark-rows 1000000] [--no-spark]
+    .venv/bin/python -m bench.selection [--rows 10000000] [--spark-rows 1000000] [--no-spark]
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-# This file is named like the stdlib module `select`, which subprocess imports: take bench/ off
-# the import path before anything imports it.
 REPO = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(REPO)
 
 import argparse
 import json
@@ -30,8 +26,8 @@ CHUNK = 1_000_000
 
 RUNNER = """
 import json, sys
-from pipeline.config import Config
-from pipeline.select import run_select
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.selection.stage import run_select
 cfg = Config.model_validate(json.loads(sys.argv[3]))
 summary = run_select(sys.argv[1], cfg, engine=sys.argv[2], force=True)
 print(json.dumps(summary))
@@ -40,7 +36,7 @@ print(json.dumps(summary))
 
 def ensure_table(rows: int) -> Path:
     """The cached scores dir of `rows` synthetic rows (chunks of 10^6; a prefix is reusable)."""
-    from pipeline.runio import mark_success, write_parquet_atomic
+    from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
     from tests.test_select_helpers import synthetic_scores
 
     scores = CACHE / f"select-{rows}" / "scores"
@@ -135,7 +131,7 @@ def main() -> None:
 
     CACHE.mkdir(parents=True, exist_ok=True)
     print(subprocess.run(["df", "-h", str(CACHE)], capture_output=True, text=True).stdout)
-    from pipeline.config import Config
+    from photogenic.pipeline.core.config import Config
 
     config = Config()
     config.select.target = args.target

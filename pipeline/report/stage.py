@@ -20,7 +20,7 @@ from typing import Any, Callable
 import click
 import duckdb
 
-from pipeline.runio import is_complete, mark_success, remove_stale_tmp, write_bytes_atomic
+from photogenic.pipeline.core.runio import is_complete, mark_success, remove_stale_tmp, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def thumbnail_uri(source: str | None) -> str | None:
         return None
     from PIL import Image
 
-    from pipeline.sources import read_source
+    from photogenic.pipeline.pool.sources import read_source
 
     try:
         data = read_source(source)

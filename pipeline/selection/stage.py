@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.config import Config, ConfigError, SelectConfig, load_config
-from pipeline.dedup import band_flips, band_layout, components, probe_radius
-from pipeline.faults import failpoint
-from pipeline.runio import SUCCESS, is_complete, mark_success, replace_dir, write_json_atomic, write_parquet_atomic
-from pipeline.schema import SCORE_SCHEMA
+from photogenic.pipeline.core.config import Config, ConfigError, SelectConfig, load_config
+from photogenic.pipeline.selection.dedup import band_flips, band_layout, components, probe_radius
+from photogenic.pipeline.core.faults import failpoint
+from photogenic.pipeline.core.runio import SUCCESS, is_complete, mark_success, replace_dir, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.schema import SCORE_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -562,7 +562,7 @@ def run_select(
         scratch = Path(cfg.temp_directory) if cfg.temp_directory else _fresh_dir(run_dir, "select-scratch")
         runner = DuckDBEngine(files, cfg, scratch)
     else:
-        from pipeline.select_spark import SparkEngine
+        from photogenic.pipeline.selection.engines.spark import SparkEngine
 
         scratch = None
         runner = SparkEngine(files, config, master, conf)
@@ -599,7 +599,7 @@ def _read_summary(directory: Path) -> dict[str, Any]:
 @click.option("--force", is_flag=True, help="Redo even when candidates/_SUCCESS exists.")
 def select_cmd(run_dir, target, engine, seed, config_path, master, conf_pairs, force) -> None:
     """Dedup, rank by engagement and concept-balance RUN/scores into RUN/candidates."""
-    from pipeline.spark import parse_conf
+    from photogenic.pipeline.core.spark import parse_conf
 
     try:
         config = load_config(config_path)

@@ -31,9 +31,9 @@ import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.runio import SUCCESS, is_complete, replace_dir
-from pipeline.faults import failpoint
-from pipeline.sources import SourceError, read_source
+from photogenic.pipeline.core.runio import SUCCESS, is_complete, replace_dir
+from photogenic.pipeline.core.faults import failpoint
+from photogenic.pipeline.pool.sources import SourceError, read_source
 
 STAGE_DIRS = {"pass2": "review/pass2", "pass1": "review/pass1", "candidates": "candidates"}
 SPLITS = ("train", "validation")
@@ -450,7 +450,7 @@ def _remove_stale_builds(out: Path) -> None:
 def export_run(run: str | Path, out: str | Path | None = None, stage: str = "pass2",
                config=None, force: bool = False) -> ExportResult:
     """Export the curated set of `run`; see the module docstring for the layout."""
-    from pipeline.config import Config
+    from photogenic.pipeline.core.config import Config
 
     config = config or Config()
     run = Path(run)
@@ -511,7 +511,7 @@ def verify_export(out: str | Path) -> list[str]:
               help="Only re-hash an existing export against its lineage.json.")
 def export_cmd(run_dir, stage, out_dir, config_path, force, verify_only) -> None:
     """Export the curated set: webdataset shards, parquet manifest, imagefolder, lineage."""
-    from pipeline.config import ConfigError, load_config
+    from photogenic.pipeline.core.config import ConfigError, load_config
 
     out = Path(out_dir) if out_dir else Path(run_dir) / "export"
     if verify_only:

@@ -20,17 +20,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import Config, dump_config
-from pipeline.faults import failpoint
-from pipeline.readers import ShardSpec, discover_shards, read_shard
-from pipeline.runio import (
+from photogenic.pipeline.core.config import Config, dump_config
+from photogenic.pipeline.core.faults import failpoint
+from photogenic.pipeline.pool.readers import ShardSpec, discover_shards, read_shard
+from photogenic.pipeline.core.runio import (
     clear_success,
     mark_success,
     remove_stale_tmp,
     tmp_path,
+    write_parquet_atomic,
     write_json_atomic,
 )
-from pipeline.schema import REJECT_REASONS, SCORE_SCHEMA
+from photogenic.pipeline.core.schema import REJECT_REASONS, SCORE_SCHEMA
 
 SUMMARY_SCHEMA = pa.schema([("shard", pa.string()), ("stats", pa.string())])
 _WORKER_CASCADES: dict[str, Any] = {}  # per worker process: models load once, tasks reuse them
@@ -56,7 +57,7 @@ def job_fingerprint(config: Config, score_all: bool) -> str:
 
 
 def worker_cascade(config_json: str, score_all: bool, save_embeddings: bool = False):
-    from pipeline.cascade import Cascade
+    from photogenic.pipeline.filtering.cascade import Cascade
 
     key = f"{score_all}:{save_embeddings}:{config_json}"
     if key not in _WORKER_CASCADES:
@@ -99,7 +100,6 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
         "pid": os.getpid(),
     }
     if cascade.save_embeddings:
-        from filters.clip import write_embeddings
 
         if cascade.embedding_batches:
             write_embeddings(cascade.embedding_batches, scores_dir.parent / "embeddings" / f"part-{spec.id}.parquet")
@@ -179,7 +179,7 @@ def run_filter(
 
 
 def _spark_for(config: Config, master: str | None, conf: dict[str, str] | None):
-    from pipeline.spark import get_spark
+    from photogenic.pipeline.core.spark import get_spark
 
     return get_spark(config, master, conf)
 
@@ -259,3 +259,10 @@ def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict
         "config": config.model_dump(mode="json"),
         "config_toml": dump_config(config),
     }
+
+
+def write_embeddings(batches: list[pa.RecordBatch], path: str | Path) -> Path:
+    """One shard's embeddings as parquet, atomically (`RUN/embeddings/part-SHARD.parquet`)."""
+    from photogenic.filters.clip import EMBEDDING_SCHEMA
+
+    return write_parquet_atomic(pa.Table.from_batches(batches, schema=EMBEDDING_SCHEMA), path)

@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import Config
+from photogenic.pipeline.core.config import Config
 
 DEFAULT_JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
 

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.schema import POOL_SCHEMA
+from photogenic.pipeline.core.schema import POOL_SCHEMA
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTION_COLUMNS = ("caption", "text", "TEXT", "prompt")

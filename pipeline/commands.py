@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config import ConfigError, defaults_toml, load_config
+from photogenic.pipeline.core.config import ConfigError, defaults_toml, load_config
 
 console = Console(stderr=False)
 
@@ -39,7 +39,7 @@ def config_cmd(print_defaults: bool, check_path: str | None) -> None:
 @click.option("--shard-size", default=200, show_default=True)
 def sample_pool_cmd(out: str, seed: int, clean: int, shard_size: int) -> None:
     """Build the sample pool (real photos + planted defects + ground_truth.json) offline."""
-    from pipeline.sample_pool import build_sample_pool
+    from photogenic.pipeline.sample.pool import build_sample_pool
 
     truth = build_sample_pool(Path(out), seed=seed, n_clean=clean, shard_size=shard_size)
     click.echo(f"sample pool: {truth['rows']} samples in {truth['shards']} shards at {out}")
@@ -76,9 +76,9 @@ def print_funnel(funnel: dict) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def filter_cmd(pool, run_dir, config_path, master, conf, score_all, save_embeddings, quiet) -> None:
     """Score every pool sample (one row each) into RUN/scores/ on Spark."""
-    from pipeline.filter_job import JobConfigMismatch, run_filter
-    from pipeline.readers import PoolError
-    from pipeline.spark import parse_conf
+    from photogenic.pipeline.filtering.job import JobConfigMismatch, run_filter
+    from photogenic.pipeline.pool.readers import PoolError
+    from photogenic.pipeline.core.spark import parse_conf
 
     config = load_or_exit(config_path)
     try:

@@ -1,16 +1,14 @@
-"""Config sections `[export]`, `[train]`, `[eval]` (owned by the training side)."""
+"""Config sections `[export]`, `[train]`, `[eval]`."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from photogenic.pipeline.core.config.base import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ExportConfig(_Section):
+class ExportConfig(Section):
     # Share of curated keys held out (by a hash of the key) for validation and early stopping.
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_salt: str = ""  # change to draw a different (still deterministic) split
@@ -18,7 +16,7 @@ class ExportConfig(_Section):
     imagefolder: bool = True  # also write imagefolder/{train,validation}/ + metadata.jsonl
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     # Emu's recipe: effective batch 64 = micro_batch_size x grad accumulation x devices.
     batch_size: int = Field(64, ge=1)
     micro_batch_size: int = Field(4, ge=1)
@@ -55,7 +53,7 @@ class TrainConfig(_Section):
     keep_checkpoints: int = Field(2, ge=1)
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     """`photogenic eval`: base vs tuned on the same prompts and seeds, then an A/B review."""
 
     seed: int = 0  # seeds the left/right randomisation of the A/B tasks

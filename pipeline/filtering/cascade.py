@@ -21,28 +21,24 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from filters.base import Need, Sample
-from pipeline.config import Config
-from pipeline.schema import SCORE_SCHEMA
+from photogenic.filters.base import FilterSkipped, Need, Sample
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.core.schema import SCORE_SCHEMA
 
 log = logging.getLogger(__name__)
 
 # name -> "module:Class"; built with the `[filters.NAME]` section's fields as keyword arguments.
 FILTERS = {
-    "caption": "filters.caption:CaptionFilter",
-    "geometry": "filters.geometry:GeometryFilter",
-    "technical": "filters.technical:TechnicalFilter",
-    "offensive": "filters.offensive:OffensiveFilter",
-    "ocr": "filters.ocr:OcrFilter",
-    "clip": "filters.clip:ClipFilter",
-    "aesthetic": "filters.aesthetic:AestheticFilter",
-    "concepts": "filters.concepts:ConceptFilter",
+    "caption": "photogenic.filters.caption:CaptionFilter",
+    "geometry": "photogenic.filters.geometry:GeometryFilter",
+    "technical": "photogenic.filters.technical:TechnicalFilter",
+    "offensive": "photogenic.filters.offensive:OffensiveFilter",
+    "ocr": "photogenic.filters.ocr:OcrFilter",
+    "clip": "photogenic.filters.clip:ClipFilter",
+    "aesthetic": "photogenic.filters.aesthetic:AestheticFilter",
+    "concepts": "photogenic.filters.concepts:ConceptFilter",
 }
-ALWAYS = {"phash": "filters.hashes:PerceptualHashFilter"}
-
-
-class FilterSkipped(Exception):
-    """Raised by a filter's constructor when it cannot run as configured (e.g. no aesthetic head)."""
+ALWAYS = {"phash": "photogenic.filters.hashes:PerceptualHashFilter"}
 
 
 def _load(spec: str):
@@ -137,7 +133,7 @@ class Cascade:
         if any(f.need == Need.EMBEDDING for f in self.filters):
             self.embedder = next((f.embedder for f in self.filters if getattr(f, "embedder", None)), None)
             if self.embedder is None:
-                from filters.clip import ClipEmbedder
+                from photogenic.filters.clip import ClipEmbedder
 
                 self.embedder = ClipEmbedder(**self.config.filters.clip.model_dump(exclude={"enabled", "min_score", "min_score_fraction"}))
             self.embedder.setup()
@@ -239,7 +235,7 @@ class Cascade:
                     fail(i, f.reject_reason, verdict)
 
         if self.save_embeddings and self.embedder is not None:
-            from filters.clip import embedding_batch, model_label
+            from photogenic.filters.clip import embedding_batch, model_label
 
             self.embedding_batches.append(embedding_batch(samples, model_label(self.embedder)))
         for i, s in enumerate(samples):

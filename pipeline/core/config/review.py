@@ -1,16 +1,14 @@
-"""Config section `[review]` (owned by the annotation package)."""
+"""Config section `[review]`: the Label Studio server and the review passes."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from photogenic.pipeline.core.config.base import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class PassConfig(_Section):
+class PassConfig(Section):
     """How one review pass is laid out in Label Studio and how its decisions are made."""
 
     # How many annotators see a task in the overlap cohort (Label Studio's maximum_annotations).
@@ -35,7 +33,7 @@ def _pass2() -> PassConfig:
     return PassConfig(overlap_annotators=3, overlap_fraction=1.0, rule="majority", min_mean_rating=3.5)
 
 
-class ReviewConfig(_Section):
+class ReviewConfig(Section):
     url: str | None = None  # None: the local server started by `photogenic review server start`
     port: int = 8089
     data_dir: str | None = None  # None: .cache/label-studio under the repository

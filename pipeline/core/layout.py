@@ -1,0 +1,102 @@
+"""RunDir: where every stage of one run keeps its output. The one place run paths are spelled.
+
+    RUN/scores/            filter: part-*.parquet, _funnel.json, _stats/, _summary.json, _SUCCESS
+    RUN/embeddings/        filter --save-embeddings: part-*.parquet
+    RUN/candidates/        select: part-*.parquet, _dropped/, _summary.json, _SUCCESS
+    RUN/review/NAME/       review pass NAME: decisions.parquet, annotations.parquet, ...
+    RUN/review/media/      images materialised for Label Studio
+    RUN/export/            export: webdataset/, imagefolder/, manifest.parquet, lineage.json
+    RUN/model/, RUN/eval/, RUN/report/
+
+Stages take a RunDir (or a path, through `RunDir.of`) and ask it for paths; nothing else joins
+run-relative string literals.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SUMMARY = "_summary.json"
+SUCCESS = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def of(cls, run: "str | Path | RunDir") -> "RunDir":
+        return run if isinstance(run, RunDir) else cls(Path(run))
+
+    # -- filter ------------------------------------------------------------------------------
+    @property
+    def scores(self) -> Path:
+        return self.root / "scores"
+
+    @property
+    def funnel(self) -> Path:
+        return self.scores / "_funnel.json"
+
+    @property
+    def shard_stats(self) -> Path:
+        return self.scores / "_stats"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    # -- select ------------------------------------------------------------------------------
+    @property
+    def candidates(self) -> Path:
+        return self.root / "candidates"
+
+    @property
+    def dropped(self) -> Path:
+        return self.candidates / "_dropped"
+
+    # -- review ------------------------------------------------------------------------------
+    @property
+    def review_root(self) -> Path:
+        return self.root / "review"
+
+    @property
+    def media(self) -> Path:
+        return self.review_root / "media"
+
+    def review(self, pass_name: str) -> Path:
+        return self.review_root / pass_name
+
+    def decisions(self, pass_name: str) -> Path:
+        return self.review(pass_name) / "decisions.parquet"
+
+    def annotations(self, pass_name: str) -> Path:
+        return self.review(pass_name) / "annotations.parquet"
+
+    # -- export, train, eval, report ---------------------------------------------------------
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def stage_dir(self, stage: str) -> Path:
+        """The output folder of `stage`: scores, candidates, export, or a review pass name."""
+        fixed = {"scores": self.scores, "candidates": self.candidates, "export": self.export}
+        return fixed.get(stage) or self.review(stage)
+
+    @staticmethod
+    def summary(directory: Path) -> Path:
+        return Path(directory) / SUMMARY
+
+    def __fspath__(self) -> str:
+        return str(self.root)

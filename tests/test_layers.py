@@ -1,0 +1,34 @@
+"""The package is one namespace whose layers point down only (the contract in pyproject.toml)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_contract_is_kept():
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout
+
+
+def test_only_the_photogenic_namespace_is_installed(tmp_path):
+    def imports(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path,
+                              capture_output=True, text=True)
+
+    for generic in ("filters", "pipeline", "annotation", "training"):
+        proc = imports(generic)
+        assert proc.returncode != 0 and "ModuleNotFoundError" in proc.stderr, generic
+    for ours in ("photogenic.filters.base", "photogenic.pipeline.cli", "photogenic.annotation.push",
+                 "photogenic.training.trainer"):
+        assert imports(ours).returncode == 0, ours
+
+
+def test_no_module_edits_the_import_path():
+    offenders = [str(p.relative_to(REPO)) for top in ("filters", "pipeline", "annotation", "training", "bench")
+                 for p in (REPO / top).rglob("*.py") if "sys.path" in p.read_text()]
+    assert offenders == []
