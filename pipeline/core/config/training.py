@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from photogenic.pipeline.core.config.base import Section
+
+
+# The export formats there are: each name is a module pipeline/export/writers/NAME.py whose
+# `Writer` writes that format. A new format is one such module plus its name here.
+EXPORT_FORMATS = ("webdataset", "imagefolder")
 
 
 class ExportConfig(Section):
@@ -13,7 +18,34 @@ class ExportConfig(Section):
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_salt: str = ""  # change to draw a different (still deterministic) split
     shard_size: int = Field(1000, ge=1)  # samples per webdataset tar
-    imagefolder: bool = True  # also write imagefolder/{train,validation}/ + metadata.jsonl
+    # Formats written next to manifest.parquet and lineage.json (which are always written).
+    formats: list[str] = Field(default_factory=lambda: list(EXPORT_FORMATS))
+    # The older switch for one format, kept working: `imagefolder = false` drops it from formats.
+    imagefolder: bool = True
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, formats: list[str]) -> list[str]:
+        unknown = [f for f in formats if f not in EXPORT_FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export format(s) {', '.join(map(repr, unknown))}; "
+                             f"known formats: {', '.join(EXPORT_FORMATS)}")
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"a format is listed twice in {formats}")
+        return formats
+
+    @model_validator(mode="after")
+    def _some_format(self) -> "ExportConfig":
+        if not self.selected_formats:
+            raise ValueError(f"no export format left (formats = {self.formats}, imagefolder = "
+                             f"{str(self.imagefolder).lower()}): name at least one of "
+                             f"{', '.join(EXPORT_FORMATS)}")
+        return self
+
+    @property
+    def selected_formats(self) -> list[str]:
+        """The formats to write, in the order listed."""
+        return [f for f in self.formats if self.imagefolder or f != "imagefolder"]
 
 
 class TrainConfig(Section):

@@ -1,0 +1,133 @@
+"""lineage.json: config, thresholds, models, versions, funnel counts and the sha256 of every
+exported file; and the input fingerprint that decides whether a rerun can skip."""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from photogenic.pipeline.core.layout import SUMMARY, RunDir
+from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, read_json
+
+LINEAGE = "lineage.json"
+# Not listed in lineage.json: itself, and the markers written after it.
+UNHASHED = (LINEAGE, SUCCESS, SUMMARY)
+REVIEW_PASSES = ("pass1", "pass2")  # the passes lineage.json counts
+VERSIONED_PACKAGES = ("photogenic", "pyarrow", "duckdb", "pyspark", "webdataset", "datasets",
+                      "pillow", "open_clip_torch", "torch", "nudenet", "rapidocr_onnxruntime",
+                      "onnxruntime", "label-studio-sdk", "diffusers")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name not in UNHASHED
+    }
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _row_count(files: list[Path]) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def _decision_counts(path: Path) -> dict[str, int] | None:
+    if not path.exists():
+        return None
+    keep = pq.read_table(path, columns=["keep"]).column("keep").fill_null(False).to_pylist()
+    return {"decided": len(keep), "kept": sum(keep)}
+
+
+def stage_counts(run: RunDir) -> dict[str, Any]:
+    """Counts at each stage of the funnel, read from what the stages wrote."""
+    counts: dict[str, Any] = {}
+    score_files = committed_parquet(run.scores)
+    if score_files:
+        funnel = read_json(run.funnel) or {}
+        counts["scores"] = {"rows": _row_count(score_files),
+                            "passed": funnel.get("passed"),
+                            "reject_reasons": funnel.get("reject_reasons")}
+    cand_files = committed_parquet(run.candidates)
+    if cand_files:
+        counts["candidates"] = {"rows": _row_count(cand_files)}
+    for name in REVIEW_PASSES:
+        c = _decision_counts(run.decisions(name))
+        if c is not None:
+            counts[name] = c
+    return counts
+
+
+def input_fingerprint(run: RunDir, stage: str, export_config) -> str:
+    """What the export depends on: decisions/candidates by content, scores by size and mtime."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"stage": stage, "export": export_config.model_dump(mode="json")},
+                        sort_keys=True).encode())
+    decisions = run.decisions(stage) if stage != "candidates" else None
+    content = [decisions] if decisions is not None and decisions.exists() else []
+    for f in content + committed_parquet(run.candidates):
+        h.update(f"{f.relative_to(run.root)}:{sha256_file(f)}".encode())
+    for f in committed_parquet(run.scores):  # can be huge: stat, not content
+        st = f.stat()
+        h.update(f"{f.relative_to(run.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def build_lineage(run: RunDir, stage: str, config, written: dict[str, Any], root: Path,
+                  fingerprint: str) -> dict[str, Any]:
+    funnel = read_json(run.funnel) or {}
+    filter_config = (funnel.get("config") or {}).get("filters") or config.filters.model_dump(
+        mode="json")
+    return {
+        "run": str(run.root.resolve()),
+        "from": stage,
+        "input_fingerprint": fingerprint,
+        "config": {
+            "export": config.export.model_dump(mode="json"),
+            "select": config.select.model_dump(mode="json"),
+            "review": config.review.model_dump(mode="json"),
+        },
+        "thresholds": filter_config,
+        "models": _model_names(filter_config, funnel),
+        "package_versions": package_versions(),
+        "counts": {**stage_counts(run), "exported": written["exported"],
+                   "splits": written["splits"], "skipped": len(written["skipped"]),
+                   "read_from_stage": written["stage"]},
+        "skipped": written["skipped"],
+        "candidates_summary": read_json(RunDir.summary(run.candidates)),
+        "files": file_hashes(root),
+    }
+
+
+def _model_names(filters: dict[str, Any], funnel: dict[str, Any]) -> dict[str, Any]:
+    clip = filters.get("clip") or {}
+    versions = package_versions()
+    return {
+        "clip": {"model": clip.get("model"), "pretrained": clip.get("pretrained")},
+        "aesthetic_head": (filters.get("aesthetic") or {}).get("head"),
+        "nsfw": f"nudenet {versions.get('nudenet', '?')} (320n.onnx)",
+        "ocr": f"{(filters.get('ocr') or {}).get('engine', 'rapidocr')} "
+               f"{versions.get('rapidocr_onnxruntime', '?')}",
+        # Filters whose numbers come from random stand-in weights (no real weights here).
+        "meaningless_scores": funnel.get("meaningless", []),
+    }

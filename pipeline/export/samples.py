@@ -1,0 +1,97 @@
+"""One exported sample: its names, split, caption and the JSON record every format stores."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+SPLITS = ("train", "validation")
+FORMAT_EXTS = {"JPEG": "jpg", "JPG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif",
+               "BMP": "bmp", "TIFF": "tiff", "MPO": "jpg"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a format writer gets for one image: the pool bytes as they are, never re-encoded."""
+
+    key: str
+    data: bytes
+    record: dict[str, Any]  # score row + decision + export info (the webdataset .json)
+    text: str  # the caption
+    split: str
+    name: str  # file- and webdataset-safe form of the key (safe_name)
+    ext: str  # image extension from the real format (image_extension)
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.{self.ext}"
+
+    def record_json(self) -> bytes:
+        return json.dumps(self.record, sort_keys=True, default=json_default).encode()
+
+
+def make_sample(key: str, data: bytes, score: dict[str, Any], decision: dict[str, Any],
+                stage: str, split: str) -> Sample:
+    return Sample(key=key, data=data, record=sample_record(key, score, decision, stage, split),
+                  text=caption_for(score, decision), split=split, name=safe_name(key),
+                  ext=image_extension(data, score.get("format")))
+
+
+def json_default(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def sample_record(key: str, score: dict[str, Any], decision: dict[str, Any], stage: str,
+                  split: str) -> dict[str, Any]:
+    record = dict(score)
+    record["key"] = key
+    record["decision"] = {k: v for k, v in decision.items() if k != "key"}
+    record["export"] = {"from": stage, "split": split}
+    return record
+
+
+def caption_for(score: dict[str, Any], decision: dict[str, Any]) -> str:
+    # A reviewer's rewritten caption (Emu's captions were hand-written) wins over the pool's.
+    for source in (decision, score):
+        text = source.get("caption")
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return ""
+
+
+def safe_name(key: str) -> str:
+    """A file and webdataset-safe name for a key (webdataset splits a name at its first dot)."""
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,100}", key):
+        return key
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", key)[:80]
+    return f"{stem}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def split_of(key: str, validation_fraction: float, salt: str = "") -> str:
+    """Deterministic split from a hash of the key: a key never changes split between exports."""
+    digest = hashlib.sha256(f"{salt}{key}".encode()).digest()
+    return "validation" if int.from_bytes(digest[:8], "big") / 2**64 < validation_fraction else "train"
+
+
+def assign_splits(keys: list[str], validation_fraction: float, salt: str = "") -> dict[str, str]:
+    splits = {k: split_of(k, validation_fraction, salt) for k in keys}
+    # Early stopping needs at least one held-out image; on tiny sets the hash may give none.
+    if validation_fraction > 0 and len(keys) >= 2 and "validation" not in splits.values():
+        lowest = min(keys, key=lambda k: hashlib.sha256(f"{salt}{k}".encode()).digest())
+        splits[lowest] = "validation"
+    return splits
+
+
+def image_extension(data: bytes, declared_format: str | None) -> str:
+    if declared_format and declared_format.upper() in FORMAT_EXTS:
+        return FORMAT_EXTS[declared_format.upper()]
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return FORMAT_EXTS.get((im.format or "").upper(), (im.format or "bin").lower())
+    except Exception:  # not an image we know: keep the bytes, name them honestly
+        return "bin"
