@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from photogenic.pipeline.core.layout import SUMMARY, RunDir
 from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, read_json
+from photogenic.pipeline.export.samples import Written
 
 LINEAGE = "lineage.json"
 # Not listed in lineage.json: itself, and the markers written after it.
@@ -93,7 +94,7 @@ def input_fingerprint(run: RunDir, stage: str, export_config) -> str:
     return h.hexdigest()
 
 
-def build_lineage(run: RunDir, stage: str, config, written: dict[str, Any], root: Path,
+def build_lineage(run: RunDir, stage: str, config, written: Written, root: Path,
                   fingerprint: str) -> dict[str, Any]:
     funnel = read_json(run.funnel) or {}
     filter_config = (funnel.get("config") or {}).get("filters") or config.filters.model_dump(
@@ -110,10 +111,10 @@ def build_lineage(run: RunDir, stage: str, config, written: dict[str, Any], root
         "thresholds": filter_config,
         "models": _model_names(filter_config, funnel),
         "package_versions": package_versions(),
-        "counts": {**stage_counts(run), "exported": written["exported"],
-                   "splits": written["splits"], "skipped": len(written["skipped"]),
-                   "read_from_stage": written["stage"]},
-        "skipped": written["skipped"],
+        "counts": {**stage_counts(run), "exported": written.exported,
+                   "splits": written.splits, "skipped": len(written.skipped),
+                   "read_from_stage": written.read},
+        "skipped": [s.to_lineage() for s in written.skipped],
         "candidates_summary": read_json(RunDir.summary(run.candidates)),
         "files": file_hashes(root),
     }

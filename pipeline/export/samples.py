@@ -5,7 +5,7 @@ import hashlib
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SPLITS = ("train", "validation")
@@ -31,6 +31,30 @@ class Sample:
 
     def record_json(self) -> bytes:
         return json.dumps(self.record, sort_keys=True, default=json_default).encode()
+
+
+@dataclass
+class Skip:
+    """A kept key that was not exported."""
+
+    key: str
+    reason: str  # a short name: the stage summary's by_reason
+    message: str  # what lineage.json says
+
+    def to_lineage(self) -> dict[str, str]:
+        return {"key": self.key, "reason": self.message}
+
+
+@dataclass
+class Written:
+    """What one export wrote: lineage.json and the stage summary are made from this."""
+
+    read: dict[str, int]  # rows read from the chosen stage, and how many of them were kept
+    curated: int  # distinct kept keys, each one exported or skipped
+    exported: int
+    splits: dict[str, int]
+    skipped: list[Skip] = field(default_factory=list)
+    formats: dict[str, dict[str, int]] = field(default_factory=dict)  # format -> files, rows
 
 
 def make_sample(key: str, data: bytes, score: dict[str, Any], decision: dict[str, Any],

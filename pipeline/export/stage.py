@@ -47,6 +47,8 @@ from photogenic.pipeline.export.lineage import (
 )
 from photogenic.pipeline.export.manifest import Manifest
 from photogenic.pipeline.export.samples import (
+    Skip,
+    Written,
     assign_splits,
     json_default,
     make_sample,
@@ -72,16 +74,6 @@ class ExportResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class Skip:
-    key: str
-    reason: str  # one of SKIP_*: the summary's by_reason
-    message: str  # what lineage.json says
-
-    def to_lineage(self) -> dict[str, str]:
-        return {"key": self.key, "reason": self.message}
-
-
 def _read_image(key: str, score: dict[str, Any] | None) -> bytes | Skip:
     if score is None:
         return Skip(key, SKIP_NO_SCORE, "no score row in candidates or scores")
@@ -94,7 +86,7 @@ def _read_image(key: str, score: dict[str, Any] | None) -> bytes | Skip:
     return data
 
 
-def write_samples(run: RunDir, stage: str, config, root: Path) -> dict[str, Any]:
+def write_samples(run: RunDir, stage: str, config, root: Path) -> Written:
     """Export every kept key of `stage` into `root`, in key order; returns counts and skips."""
     from tqdm import tqdm
 
@@ -118,19 +110,17 @@ def write_samples(run: RunDir, stage: str, config, root: Path) -> dict[str, Any]
             + (f" (first: {skipped[0].message})" if skipped else ""))
     reports = [w.close() for w in writers]
     manifest.write(root)
-    return {"stage": read_counts, "skipped": [s.to_lineage() for s in skipped],
-            "exported": len(manifest), "splits": manifest.split_counts(), "curated": len(keys),
-            "skip_reasons": dict(Counter(s.reason for s in skipped)),
-            "formats": {r.format: {"files": len(r.files), "rows": r.rows} for r in reports}}
+    return Written(read=read_counts, curated=len(keys), exported=len(manifest),
+                   splits=manifest.split_counts(), skipped=skipped,
+                   formats={r.format: {"files": len(r.files), "rows": r.rows} for r in reports})
 
 
-def _summary(stage: str, config, written: dict[str, Any], fingerprint: str,
-             seconds: float) -> StageSummary:
+def _summary(stage: str, config, written: Written, fingerprint: str, seconds: float) -> StageSummary:
     return StageSummary(
-        stage="export", input_fingerprint=fingerprint, rows_in=written["curated"],
-        rows_out=written["exported"], by_reason=written["skip_reasons"], seconds=seconds,
-        config=config.export.model_dump(mode="json"),
-        details={"from": stage, "splits": written["splits"], "formats": written["formats"]})
+        stage="export", input_fingerprint=fingerprint, rows_in=written.curated,
+        rows_out=written.exported, by_reason=dict(Counter(s.reason for s in written.skipped)),
+        seconds=seconds, config=config.export.model_dump(mode="json"),
+        details={"from": stage, "splits": written.splits, "formats": written.formats})
 
 
 def export_run(run: str | Path, out: str | Path | None = None, stage: str = "pass2",

@@ -282,6 +282,8 @@ def funnel_section(run: Run, ctx: Context) -> Section:
     for i, p in enumerate(run.passes):
         stages.append((f"{p.name}_kept", _pass_label(p, i == len(run.passes) - 1), run.kept(p),
                        f"review/{p.name}/decisions.parquet: keep", run.dirs.review(p.name)))
+    if not run.passes:  # the funnel still shows where review comes
+        stages.append(("review_kept", "kept in review", None, "review/*/decisions.parquet: keep", None))
     stages += [
         ("export", "exported", run.count("manifest"), "export/manifest.parquet", run.dirs.export),
         ("model", "training images used by the model", model_count, model_source, None),

@@ -151,3 +151,11 @@ def test_stages_without_a_summary_fall_back_to_their_files(fake_run, tmp_path):
 def test_an_empty_run_has_no_stage_summaries(tmp_path):
     gathered = Run(tmp_path)
     assert stage_summary_sections(gathered, context(gathered, thumbs=1)) == []
+
+
+def test_a_run_without_review_shows_one_review_row_not_run_yet(tmp_path):
+    run = make_fake_run(tmp_path, stages="scores")
+    gathered = Run(run)
+    stages = {r["id"]: r for r in funnel_section(gathered, context(gathered, thumbs=1)).data["stages"]}
+    assert [sid for sid in stages if "kept" in sid] == ["review_kept"]
+    assert stages["review_kept"]["count"] is None
