@@ -245,13 +245,16 @@ def select_details(run: RunDir) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _filter_summary_config(run: RunDir) -> dict[str, Any] | None:
+    # The whole config, when the filter's stage summary records it (the histograms' thresholds).
+    summary = read_summary(run.scores)
+    return summary.config if summary is not None and "filters" in summary.config else None
+
+
 def context(run: Run, thumbs: int) -> Context:
     funnel_json = read_json(run.dirs.funnel) or {}
     job_json = read_json(run.dirs.scores / "_job.json") or {}
-    config = funnel_json.get("config") or job_json.get("config")
-    if not config:
-        recorded = getattr(read_summary(run.dirs.scores), "config", None) or {}
-        config = recorded if "filters" in recorded else None
+    config = funnel_json.get("config") or job_json.get("config") or _filter_summary_config(run.dirs)
     return Context(funnel_json=funnel_json, config=config, select_details=select_details(run.dirs),
                    meaningless=funnel_json.get("meaningless") or [], thumbs=thumbs)
 
