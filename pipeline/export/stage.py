@@ -32,10 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from photogenic.pipeline.core.runio import SUCCESS, is_complete, replace_dir
+from photogenic.pipeline.core.config.review import export_sources, pass_dirs
 from photogenic.pipeline.core.faults import failpoint
+from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.pool.sources import SourceError, read_source
 
-STAGE_DIRS = {"pass2": "review/pass2", "pass1": "review/pass1", "candidates": "candidates"}
 SPLITS = ("train", "validation")
 # Reproducible tars: a fixed member mtime (SOURCE_DATE_EPOCH style) instead of "now".
 TAR_MTIME = 0
@@ -76,10 +77,9 @@ def _read_tables(files: list[Path]) -> pa.Table | None:
 
 
 def load_curated(run: Path, stage: str) -> tuple[pa.Table, dict[str, Any]]:
-    """The kept rows of `stage` (key + decision columns) and how many were read and kept."""
-    if stage not in STAGE_DIRS:
-        raise ExportError(f"--from must be one of {', '.join(STAGE_DIRS)}, not {stage!r}")
-    directory = run / STAGE_DIRS[stage]
+    """The kept rows of `stage` (candidates or a review pass: key + decision columns) and how many
+    were read and kept."""
+    directory = RunDir.of(run).stage_dir(stage)
     if directory.exists() and not is_complete(directory):
         raise ExportError(f"{directory} is unfinished (no {SUCCESS} marker): let its stage "
                           "finish or rerun it before exporting")
@@ -92,7 +92,7 @@ def load_curated(run: Path, stage: str) -> tuple[pa.Table, dict[str, Any]]:
     path = directory / "decisions.parquet"
     if not path.exists():
         raise ExportError(
-            f"{path} not found: run `photogenic review pull --pass {stage[-1]}` first "
+            f"{path} not found: run `photogenic review pull --pass {stage}` first "
             f"(or export --from candidates)"
         )
     table = pq.read_table(path)
@@ -364,7 +364,7 @@ def _decision_counts(path: Path) -> dict[str, int] | None:
     return {"decided": len(keep), "kept": sum(keep)}
 
 
-def stage_counts(run: Path) -> dict[str, Any]:
+def stage_counts(run: Path, review_config) -> dict[str, Any]:
     """Counts at each stage of the funnel, read from what the stages wrote."""
     counts: dict[str, Any] = {}
     score_files = _parquet_files(run / "scores")
@@ -376,8 +376,8 @@ def stage_counts(run: Path) -> dict[str, Any]:
     cand_files = _parquet_files(run / "candidates")
     if cand_files:
         counts["candidates"] = {"rows": _row_count(cand_files)}
-    for stage in ("pass1", "pass2"):
-        c = _decision_counts(run / STAGE_DIRS[stage] / "decisions.parquet")
+    for stage, directory in pass_dirs(run, review_config).items():
+        c = _decision_counts(directory / "decisions.parquet")
         if c is not None:
             counts[stage] = c
     return counts
@@ -388,7 +388,7 @@ def input_fingerprint(run: Path, stage: str, export_config) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"stage": stage, "export": export_config.model_dump(mode="json")},
                         sort_keys=True).encode())
-    decisions = run / STAGE_DIRS[stage] / "decisions.parquet"
+    decisions = RunDir.of(run).stage_dir(stage) / "decisions.parquet"
     content = [decisions] if stage != "candidates" and decisions.exists() else []
     for f in content + _parquet_files(run / "candidates"):
         h.update(f"{f.relative_to(run)}:{sha256_file(f)}".encode())
@@ -415,7 +415,7 @@ def build_lineage(run: Path, stage: str, config, written: dict[str, Any], root: 
         "thresholds": filter_config,
         "models": _model_names(filter_config, funnel),
         "package_versions": _package_versions(),
-        "counts": {**stage_counts(run), "exported": written["exported"],
+        "counts": {**stage_counts(run, config.review), "exported": written["exported"],
                    "splits": written["splits"], "skipped": len(written["skipped"]),
                    "read_from_stage": written["stage"]},
         "skipped": written["skipped"],
@@ -447,12 +447,16 @@ def _remove_stale_builds(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def export_run(run: str | Path, out: str | Path | None = None, stage: str = "pass2",
+def export_run(run: str | Path, out: str | Path | None = None, stage: str | None = None,
                config=None, force: bool = False) -> ExportResult:
-    """Export the curated set of `run`; see the module docstring for the layout."""
+    """Export the curated set of `run` (stage: candidates or a review pass; None: the last
+    pass); see the module docstring for the layout."""
     from photogenic.pipeline.core.config import Config
 
     config = config or Config()
+    stage = stage or config.review.last_pass.name
+    if stage not in export_sources(config.review):
+        raise ExportError(f"--from must be one of {', '.join(export_sources(config.review))}, not {stage!r}")
     run = Path(run)
     if not run.is_dir():
         raise ExportError(f"run directory not found: {run}")
@@ -501,8 +505,8 @@ def verify_export(out: str | Path) -> list[str]:
 @click.command("export")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory (reads review decisions, candidates, scores).")
-@click.option("--from", "stage", type=click.Choice(list(STAGE_DIRS)), default="pass2",
-              show_default=True, help="Which decisions define the curated set.")
+@click.option("--from", "stage", help="Which decisions define the curated set: candidates or a review "
+                                     "pass of [[review.passes]] (default: the last pass).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output folder (default RUN/export).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
@@ -524,6 +528,7 @@ def export_cmd(run_dir, stage, out_dir, config_path, force, verify_only) -> None
         return
     try:
         config = load_config(config_path)
+        stage = stage or config.review.last_pass.name
         result = export_run(run_dir, out, stage, config, force=force)
     except (ExportError, ConfigError) as err:
         raise click.ClickException(str(err)) from None

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import click
 import duckdb
 
+from photogenic.pipeline.core.config.review import discover_passes, pass_label
 from photogenic.pipeline.core.runio import is_complete, mark_success, remove_stale_tmp, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -102,13 +103,12 @@ class Run:
         self.db = duckdb.connect()
         self.tables: dict[str, list[str]] = {}
         self.broken: dict[str, str] = {}
+        self.passes = discover_passes(root)  # review pass names, in config order
         layout = {
             "scores": root / "scores",
             "candidates": root / "candidates",
-            "pass1_decisions": root / "review" / "pass1" / "decisions.parquet",
-            "pass1_annotations": root / "review" / "pass1" / "annotations.parquet",
-            "pass2_decisions": root / "review" / "pass2" / "decisions.parquet",
-            "pass2_annotations": root / "review" / "pass2" / "annotations.parquet",
+            **{f"{name}_{what}": root / "review" / name / f"{what}.parquet"
+               for name in self.passes for what in ("decisions", "annotations")},
             "manifest": root / "export" / "manifest.parquet",
             "eval_pairs": root / "eval" / "pairs.parquet",
         }
@@ -146,8 +146,8 @@ class Run:
             return None
         return int(self.scalar(f"SELECT count(*) FROM {name} {('WHERE ' + where) if where else ''}"))
 
-    def kept(self, review_pass: int) -> int | None:
-        name = f"pass{review_pass}_decisions"
+    def kept(self, review_pass: str) -> int | None:
+        name = f"{review_pass}_decisions"
         if not self.has(name):
             return None
         return self.count(name, "keep") if "keep" in self.columns(name) else None
@@ -243,8 +243,8 @@ def funnel_section(run: Run, ctx: dict) -> Section:
         ("pool_rows", "pool rows scored", run.count("scores"), "scores/*.parquet"),
         ("scores_passed", "passed the filters", run.count("scores", "passed"), "scores: passed"),
         ("candidates", "candidates after dedup + balancing", run.count("candidates"), "candidates/*.parquet"),
-        ("pass1_kept", "kept in review pass 1", run.kept(1), "review/pass1/decisions.parquet: keep"),
-        ("pass2_kept", "kept in review pass 2 (curated)", run.kept(2), "review/pass2/decisions.parquet: keep"),
+        *[(f"{name}_kept", f"kept in review {pass_label(name)}" + (" (curated)" if name == run.passes[-1] else ""),
+           run.kept(name), f"review/{name}/decisions.parquet: keep") for name in run.passes],
         ("export", "exported", run.count("manifest"), "export/manifest.parquet"),
         ("model", "training images used by the model", model_count, model_source),
     ]
@@ -252,7 +252,7 @@ def funnel_section(run: Run, ctx: dict) -> Section:
         return Section("funnel", "Funnel", present=False, note="filter not run yet: no scores/*.parquet")
     top = stages[0][2] or 1
     stage_dirs = {"pool_rows": "scores", "scores_passed": "scores", "candidates": "candidates",
-                  "pass1_kept": "review/pass1", "pass2_kept": "review/pass2", "export": "export"}
+                  **{f"{name}_kept": f"review/{name}" for name in run.passes}, "export": "export"}
     rows = [
         {"id": sid, "label": label, "count": n, "source": src,
          "pct": None if n is None else 100.0 * n / top,
@@ -367,10 +367,10 @@ def concepts_section(run: Run, ctx: dict) -> Section:
     if run.has("candidates") and "concept" in run.columns("candidates"):
         series["candidates (balanced)"] = _concept_counts(
             run, "SELECT coalesce(concept, '(none)'), count(*) FROM candidates GROUP BY 1")
-        for p in (1, 2):
-            name = f"pass{p}_decisions"
+        for p in run.passes:
+            name = f"{p}_decisions"
             if run.has(name) and {"key", "keep"} <= set(run.columns(name)):
-                series[f"review pass {p} kept"] = _concept_counts(
+                series[f"review {pass_label(p)} kept"] = _concept_counts(
                     run, f"SELECT coalesce(c.concept, '(none)'), count(*) FROM {name} d "
                     f"JOIN candidates c USING (key) WHERE d.keep GROUP BY 1")
     concepts = sorted({c for s in series.values() for c in s}, key=lambda c: -series["passed filters"].get(c, 0))
@@ -395,10 +395,10 @@ def _kept_keys_sql(run: Run) -> tuple[str, str] | None:
     """SQL for the keys of the deepest kept set, and its name."""
     if run.has("manifest") and "key" in run.columns("manifest"):
         return "SELECT key FROM manifest", "exported"
-    for p in (2, 1):
-        name = f"pass{p}_decisions"
+    for p in reversed(run.passes):
+        name = f"{p}_decisions"
         if run.has(name) and {"key", "keep"} <= set(run.columns(name)):
-            return f"SELECT key FROM {name} WHERE keep", f"kept in review pass {p}"
+            return f"SELECT key FROM {name} WHERE keep", f"kept in review {pass_label(p)}"
     if run.has("candidates"):
         return "SELECT key FROM candidates", "candidates"
     return "SELECT key FROM scores WHERE passed", "passed the filters"
@@ -430,7 +430,7 @@ def thumbnails_section(run: Run, ctx: dict) -> Section:
     return Section("thumbnails", "Contact sheets", data={"sheets": sheets})
 
 
-def _is_simulated(quality: Any, run: Run, p: int) -> bool:
+def _is_simulated(quality: Any, run: Run, p: str) -> bool:
     def walk(node: Any) -> bool:
         if isinstance(node, dict):
             return any((k in SIMULATION_KEYS and bool(v)) or walk(v) for k, v in node.items())
@@ -438,22 +438,21 @@ def _is_simulated(quality: Any, run: Run, p: int) -> bool:
 
     if walk(quality):
         return True
-    for table in (f"pass{p}_annotations", f"pass{p}_decisions"):
+    for table in (f"{p}_annotations", f"{p}_decisions"):
         cols = set(run.columns(table))
         for key in SIMULATION_KEYS:
             if key in cols and run.scalar(f"SELECT bool_or({key}) FROM {table}"):
                 return True
-    return (run.root / "review" / f"pass{p}" / "_SIMULATED").exists()
+    return (run.root / "review" / p / "_SIMULATED").exists()
 
 
 def review_section(run: Run, ctx: dict) -> Section:
     passes = []
-    for p in (1, 2):
-        pass_dir = run.root / "review" / f"pass{p}"
-        if not pass_dir.exists():
-            continue
-        info: dict[str, Any] = {"pass": p, "complete": is_complete(pass_dir)}
-        decisions, annotations = f"pass{p}_decisions", f"pass{p}_annotations"
+    for number, p in enumerate(run.passes, 1):
+        pass_dir = run.root / "review" / p
+        info: dict[str, Any] = {"pass": number, "name": p, "label": pass_label(p),
+                                "complete": is_complete(pass_dir)}
+        decisions, annotations = f"{p}_decisions", f"{p}_annotations"
         info["decisions"] = run.count(decisions)
         info["kept"] = run.kept(p)
         if info["decisions"]:
@@ -482,7 +481,7 @@ def review_section(run: Run, ctx: dict) -> Section:
         if info.get("per_annotator"):
             info["chart"] = bar_chart([a["annotator"] for a in info["per_annotator"]],
                                       [a["annotations"] for a in info["per_annotator"]],
-                                      f"pass {p}: annotations per annotator", "annotations")
+                                      f"{pass_label(p)}: annotations per annotator", "annotations")
         passes.append(info)
     if not passes:
         return Section("review", "Human review", present=False, note="review not run yet")
@@ -720,8 +719,8 @@ uses a random CLIP scorer: its win rates are meaningless.</div>{% endif %}
 <div>{{ it.key }}</div>{% if it.detail %}<div>{{ it.detail }}</div>{% endif %}</div>{% endfor %}</div>{% endfor %}
 
 {% elif s.id == "review" %}
-{% for p in d.passes %}<h3>Pass {{ p.pass }}{% if not p.complete %} (in progress){% endif %}</h3>
-{% if p.simulated %}<div class="sim" data-simulated="pass{{ p.pass }}">SIMULATION: pass {{ p.pass }} annotations were generated by a script, not by people.</div>{% endif %}
+{% for p in d.passes %}<h3>{{ p.label[:1]|upper }}{{ p.label[1:] }}{% if not p.complete %} (in progress){% endif %}</h3>
+{% if p.simulated %}<div class="sim" data-simulated="{{ p.name }}">SIMULATION: {{ p.label }} annotations were generated by a script, not by people.</div>{% endif %}
 <table data-review-pass="{{ p.pass }}"><tr><td>decisions</td><td class="n" data-field="decisions">{{ p.decisions|fmt }}</td></tr>
 <tr><td>kept</td><td class="n" data-field="kept">{{ p.kept|fmt }}</td></tr>
 <tr><td>keep rate</td><td class="n">{{ p.keep_rate|pct if p.keep_rate is defined else "–" }}</td></tr>
