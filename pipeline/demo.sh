@@ -18,7 +18,8 @@ $PG select --run "$RUN" --config "$CONFIG"
 
 step "review: a real Label Studio on 127.0.0.1"
 $PG review server start --config "$CONFIG"
-for pass in $($PG review passes --config "$CONFIG"); do
+passes=$($PG review passes --config "$CONFIG")  # an assignment, so a bad config stops the demo
+for pass in $passes; do
   step "review $pass: push, SIMULATED annotators, pull"
   $PG review push --run "$RUN" --pass $pass --config "$CONFIG"
   $PG review simulate --run "$RUN" --pass $pass --config "$CONFIG"
