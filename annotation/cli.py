@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from photogenic.annotation import server
-from photogenic.pipeline.core.config.review import ReviewConfig
 from photogenic.annotation.lsclient import Client, LabelStudioError
+from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig, pass_label
+from photogenic.pipeline.core.layout import RunDir
 
 # Wide enough for the quality tables when output goes to a file or a CI log.
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -23,7 +24,8 @@ url_option = click.option("--url", help=f"Your own Label Studio (token from ${se
                                         "default: the local server.")
 run_option = click.option("--run", "run", required=True, type=click.Path(file_okay=False, path_type=Path),
                           help="Run directory.")
-pass_option = click.option("--pass", "pass_n", required=True, type=click.IntRange(1, 2), help="Review pass.")
+pass_option = click.option("--pass", "pass_ref", required=True, metavar="NAME|N",
+                           help="Review pass: its name in [[review.passes]] or its 1-based number.")
 
 
 def _review_config(path: str | None) -> ReviewConfig:
@@ -33,6 +35,13 @@ def _review_config(path: str | None) -> ReviewConfig:
         return load_config(path).review
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
+
+
+def _pass(config: ReviewConfig, ref: str) -> PassConfig:
+    try:
+        return config.pass_config(ref)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="'--pass'") from None
 
 
 def _client(config: ReviewConfig, url: str | None, start_local: bool = True) -> Client:
@@ -52,7 +61,8 @@ def _fail(err: Exception) -> None:
 
 @click.group()
 def review() -> None:
-    """Two-pass human review in Label Studio (pass 1 recall, pass 2 precision)."""
+    """Human review in Label Studio, in the passes of [[review.passes]] (by default two: pass 1
+    recall, pass 2 precision)."""
 
 
 # --- server ----------------------------------------------------------------------------------
@@ -138,18 +148,19 @@ def server_status(config_path, port, data_dir) -> None:
 @click.option("--gold", "gold_file", type=click.Path(dir_okay=False, exists=True),
               help="Known answers (csv/parquet: key, keep) for gold tasks of this pass.")
 @click.option("--limit", type=int, help="Push only the first N images (trials).")
-def push_cmd(run, pass_n, url, config_path, gold_file, limit) -> None:
+def push_cmd(run, pass_ref, url, config_path, gold_file, limit) -> None:
     """Import the pass's images as tasks (batched, retried, one task per key ever)."""
     from photogenic.annotation.push import PushError, push
 
     config = _review_config(config_path)
+    p = _pass(config, pass_ref)
     client = _client(config, url)
     try:
-        result = push(run, pass_n, client, config, gold_file=gold_file, limit=limit,
+        result = push(run, p.name, client, config, gold_file=gold_file, limit=limit,
                       echo=lambda m: err_console.print(m))
     except (PushError, LabelStudioError) as err:
         _fail(err)
-    console.print(f"pass {pass_n}: {result.n_imported} new task(s) imported, {result.n_in_project} in "
+    console.print(f"{pass_label(p.name)}: {result.n_imported} new task(s) imported, {result.n_in_project} in "
                   f"project {result.project_id} ({result.n_gold} gold, {result.n_unreadable} unreadable) "
                   f"in {result.seconds:.1f}s")
     console.print(f"  annotate at {client.url}/projects/{result.project_id}/data")
@@ -160,18 +171,19 @@ def push_cmd(run, pass_n, url, config_path, gold_file, limit) -> None:
 @pass_option
 @url_option
 @config_option
-def pull_cmd(run, pass_n, url, config_path) -> None:
+def pull_cmd(run, pass_ref, url, config_path) -> None:
     """Export all annotations and write annotations.parquet + decisions.parquet by the pass's rule."""
     from photogenic.annotation.pull import PullError, pull
 
     config = _review_config(config_path)
+    p = _pass(config, pass_ref)
     client = _client(config, url)
     try:
-        q = pull(run, pass_n, client, config)
+        q = pull(run, p.name, client, config)
     except (PullError, LabelStudioError) as err:
         _fail(err)
-    console.print(f"pass {pass_n}: {q['n_annotations']} annotation(s) on {q['tasks']} task(s); "
-                  f"kept {q['kept']} by rule '{q['rule']}' -> {run}/review/pass{pass_n}/decisions.parquet")
+    console.print(f"{pass_label(p.name)}: {q['n_annotations']} annotation(s) on {q['tasks']} task(s); "
+                  f"kept {q['kept']} by rule '{q['rule']}' -> {RunDir.of(run).decisions(p.name)}")
 
 
 # --- simulate / invite -----------------------------------------------------------------------
@@ -184,14 +196,18 @@ def pull_cmd(run, pass_n, url, config_path) -> None:
 @config_option
 @click.option("--annotators", default=3, show_default=True, type=click.IntRange(1, 20))
 @click.option("--seed", default=0, show_default=True, type=int)
-def simulate_cmd(run, pass_n, url, config_path, annotators, seed) -> None:
+@click.option("--keep-share", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="Share of keep votes each simulated annotator aims at (default: ~1 in 10 kept "
+                   "per pass, by its label config).")
+def simulate_cmd(run, pass_ref, url, config_path, annotators, seed, keep_share) -> None:
     """SIMULATION: seeded synthetic annotators answer a pass through Label Studio's API."""
     from photogenic.annotation.simulate import SimulationError, simulate
 
     config = _review_config(config_path)
+    p = _pass(config, pass_ref)
     client = _client(config, url)
     try:
-        simulate(run, pass_n, client, config, annotators=annotators, seed=seed,
+        simulate(run, p.name, client, config, annotators=annotators, seed=seed, keep_share=keep_share,
                  echo=lambda m: console.print(f"[bold magenta]{m}[/]"))
     except (SimulationError, LabelStudioError) as err:
         _fail(err)
@@ -206,6 +222,23 @@ def invite_cmd(url, config_path) -> None:
 
     config = _review_config(config_path)
     console.print(invite_url(_client(config, url)))
+
+
+# --- passes / status -------------------------------------------------------------------------
+
+
+@review.command("passes")
+@config_option
+@click.option("--verbose", "-v", is_flag=True, help="Also each pass's input, label config and rule.")
+def passes_cmd(config_path, verbose) -> None:
+    """The configured review passes, one name a line, in order (for scripts: `for p in $(...)`)."""
+    for p in _review_config(config_path).passes:
+        if verbose:
+            rating = f", min mean rating {p.min_mean_rating}" if p.min_mean_rating is not None else ""
+            click.echo(f"{p.name}\tinput {p.input}, label config {p.label_config}, "
+                       f"rule {p.rule}{rating}, {p.annotator_group}s")
+        else:
+            click.echo(p.name)
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -248,19 +281,19 @@ def _duration(seconds: float | None) -> str:
 
 
 def _print_pass(st: dict) -> None:
-    n = st["pass"]
+    n = pass_label(st["name"])
     if st["source"] == "not pushed":
-        console.print(f"[bold]pass {n}[/]: not pushed yet")
+        console.print(f"[bold]{n}[/]: not pushed yet")
         return
     sim = " [magenta](SIMULATED annotators)[/]" if st.get("simulated") else ""
-    console.print(f"[bold]pass {n}[/] ({st['source']}){sim}: tasks complete {st['tasks_complete']}/"
+    console.print(f"[bold]{n}[/] ({st['source']}){sim}: tasks complete {st['tasks_complete']}/"
                   f"{st['tasks']}, annotations {st['annotations_done']}/{st['annotations_needed']}, "
                   f"rate {_fmt(st['annotations_per_hour'], '.0f')}/h, ETA {_duration(st['eta_seconds'])}")
     if st.get("decisions"):
         d = st["decisions"]
         console.print(f"  decisions (last pull): kept {d['kept']} of {d['keys']}")
     q = st["quality"]
-    table = Table(title=f"pass {n} annotators", show_lines=False)
+    table = Table(title=f"{n} annotators", show_lines=False)
     for col in ("annotator", "annotations", "keep rate", "gold acc.", "gold n", "s/task (median)", "mean rating"):
         table.add_column(col, justify="left" if col == "annotator" else "right")
     for a in q["annotators"]:
@@ -275,7 +308,7 @@ def _print_pass(st: dict) -> None:
                   f"{ag['fleiss_raters_per_task']} raters), percent agreement {_fmt(ag['percent_agreement'])}, "
                   f"alpha (mean rating) {_fmt(ag['krippendorff_alpha_mean_rating'])}")
     if ag["cohen_kappa_pairs"]:
-        pairs = Table(title=f"pass {n} Cohen's kappa per pair of annotators")
+        pairs = Table(title=f"{n} Cohen's kappa per pair of annotators")
         for col in ("annotator A", "annotator B", "shared tasks", "Cohen's kappa"):
             pairs.add_column(col, justify="right" if "annotator" not in col else "left")
         for pair in ag["cohen_kappa_pairs"]:

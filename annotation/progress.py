@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from photogenic.pipeline.core.config.review import ReviewConfig
-from photogenic.annotation.ledger import Ledger
 from photogenic.annotation.lsclient import Client, LabelStudioError
-from photogenic.annotation.projects import find_project, pass_dir
+from photogenic.annotation.projects import taskset
 from photogenic.annotation.pull import default_overlap, load_gold_file, parse_annotation
-from photogenic.annotation.push import known_keys
 from photogenic.annotation.quality import summarise
+from photogenic.pipeline.core.config.review import ReviewConfig, pass_number
+from photogenic.pipeline.core.layout import RunDir
 
 RECENT = 200  # annotations the rate is measured over
 
@@ -50,14 +49,16 @@ def _progress(tasks: list[dict], rows: list[dict]) -> dict:
             "annotations_needed": needed, "annotations_per_hour": rate, "eta_seconds": eta}
 
 
-def live_pass_status(run: Path, n: int, client: Client, config: ReviewConfig) -> dict | None:
-    project = find_project(client, run, n)
+def live_pass_status(run: Path, name: str, client: Client, config: ReviewConfig) -> dict | None:
+    tasks_set = taskset(client, run, name, config)
+    project = tasks_set.find()
     if project is None:
         return None
-    gold = load_gold_file(pass_dir(run, n))
+    n = pass_number(config, name)
+    gold = load_gold_file(RunDir.of(run).review(name))
     users = {u["id"]: u["email"] for u in client.users()}
-    keys = known_keys(client, project["id"], Ledger(pass_dir(run, n) / "ledger", project["id"]))
-    overlap = default_overlap(project, config.for_pass(n), gold, keys)
+    keys = tasks_set.known_keys()
+    overlap = default_overlap(project, config.pass_config(name), gold, keys)
     rows = []
     for t in client.annotated_tasks(project["id"]):
         if "key" not in (t.get("data") or {}):
@@ -66,12 +67,12 @@ def live_pass_status(run: Path, n: int, client: Client, config: ReviewConfig) ->
         for ann in t.get("annotations") or []:
             rows.append(parse_annotation(str(t["data"]["key"]), t["id"], ann, n, users, gold))
     tasks = [{"data": {"key": k}, "overlap": v} for k, v in overlap.items()]
-    return {"pass": n, "source": "live", "project_id": project["id"], "project_title": project["title"],
-            **_progress(tasks, rows), "quality": summarise(rows, gold)}
+    return {"pass": n, "name": name, "source": "live", "project_id": project["id"],
+            "project_title": project["title"], **_progress(tasks, rows), "quality": summarise(rows, gold)}
 
 
-def pulled_pass_status(run: Path, n: int) -> dict | None:
-    out = pass_dir(run, n)
+def pulled_pass_status(run: Path, name: str, n: int) -> dict | None:
+    out = RunDir.of(run).review(name)
     if not (out / "annotations.parquet").exists():
         return None
     rows = pq.read_table(out / "annotations.parquet").to_pylist()
@@ -79,11 +80,11 @@ def pulled_pass_status(run: Path, n: int) -> dict | None:
     tasks = [{"data": {"key": d["key"]}, "overlap": d["required_annotations"]} for d in dec]
     quality = json.loads((out / "quality.json").read_text()) if (out / "quality.json").exists() else \
         summarise(rows, load_gold_file(out))
-    return {"pass": n, "source": "last pull", **_progress(tasks, rows), "quality": quality}
+    return {"pass": n, "name": name, "source": "last pull", **_progress(tasks, rows), "quality": quality}
 
 
-def decisions_summary(run: Path, n: int) -> dict | None:
-    path = pass_dir(run, n) / "decisions.parquet"
+def decisions_summary(run: Path, name: str) -> dict | None:
+    path = RunDir.of(run).decisions(name)
     if not path.exists():
         return None
     keep = pq.read_table(path, columns=["keep"])["keep"].to_pylist()
@@ -91,20 +92,21 @@ def decisions_summary(run: Path, n: int) -> dict | None:
 
 
 def run_status(run: Path, client: Client | None, config: ReviewConfig) -> list[dict]:
+    """One status per configured pass, in config order."""
     out = []
-    for n in (1, 2):
+    for name in config.pass_names():
+        n = pass_number(config, name)
         status = None
         if client is not None:
             try:
-                status = live_pass_status(run, n, client, config)
+                status = live_pass_status(run, name, client, config)
             except LabelStudioError:
                 status = None
-        status = status or pulled_pass_status(run, n)
+        status = status or pulled_pass_status(run, name, n)
         if status is None:
-            out.append({"pass": n, "source": "not pushed"})
+            out.append({"pass": n, "name": name, "source": "not pushed"})
             continue
-        status["decisions"] = decisions_summary(run, n)
-        sim = pass_dir(run, n) / "simulation.json"
-        status["simulated"] = sim.exists()
+        status["decisions"] = decisions_summary(run, name)
+        status["simulated"] = (RunDir.of(run).review(name) / "simulation.json").exists()
         out.append(status)
     return out

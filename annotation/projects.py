@@ -1,102 +1,87 @@
-"""One Label Studio project per pass per run, found again on rerun by a marker in its description."""
+"""One Label Studio project per review pass per run, found again on rerun by a marker in its
+description (a `TaskSet`)."""
 from __future__ import annotations
 
 import re
 from importlib import resources
 from pathlib import Path
 
-from photogenic.pipeline.core.config.review import PassConfig
 from photogenic.annotation.lsclient import Client, LabelStudioError
+from photogenic.annotation.tasksets import ImportPolicy, TaskSet
+from photogenic.pipeline.core.config.review import (CANDIDATES, PassConfig, ReviewConfig, pass_label,
+                                                    pass_token)
+from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import stable_id, write_json_atomic
 
 RATINGS = ("composition", "lighting", "colour", "subject", "background")
-MARKER_RE = re.compile(r"\[photogenic run=([0-9a-f]{32}) pass=(\d)\]")
-
-
-def review_dir(run: Path) -> Path:
-    return Path(run) / "review"
-
-
-def pass_dir(run: Path, n: int) -> Path:
-    return review_dir(run) / f"pass{n}"
 
 
 def run_id(run: Path) -> str:
     """A stable id for a run directory (created once), so two runs never share a project."""
-    return stable_id(review_dir(run) / "run_id")
+    return stable_id(RunDir.of(run).review_root / "run_id")
 
 
-def label_config(n: int) -> str:
-    return resources.files("photogenic.annotation").joinpath(f"configs/pass{n}.xml").read_text()
+def label_config(p: PassConfig) -> str:
+    """The pass's Label Studio XML: a built-in one (annotation/configs/) or the configured file."""
+    path = p.label_config_path
+    if path is None:
+        return resources.files("photogenic.annotation").joinpath(f"configs/{p.label_config}.xml").read_text()
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise LabelStudioError(f"review pass '{p.name}': label_config {path} cannot be read: {err}") from None
 
 
-def instructions(n: int) -> str:
-    xml = label_config(n)
+def has_ratings(xml: str) -> bool:
+    """Whether a label config asks for the 1-5 ratings (as the built-in "rate" one does)."""
+    return any(re.search(rf'<Rating[^>]*name="{name}"', xml) for name in RATINGS)
+
+
+def instructions(xml: str) -> str:
     m = re.search(r'<Text name="instructions" value="([^"]*)"', xml)
     return m.group(1) if m else ""
 
 
-def marker(rid: str, n: int) -> str:
-    return f"[photogenic run={rid} pass={n}]"
+def marker(rid: str, name: str) -> str:
+    return f"[photogenic run={rid} pass={pass_token(name)}]"
 
 
-def _title(run: Path, rid: str, n: int) -> str:
+def _title(run: Path, rid: str, name: str) -> str:
     # Label Studio caps titles at 50 characters.
-    name = Path(run).resolve().name[:24]
-    return f"Photogenic pass {n} {name} {rid[:6]}"
+    return f"Photogenic {pass_label(name)} {Path(run).resolve().name[:24]} {rid[:6]}"[:50]
 
 
-def find_project(client: Client, run: Path, n: int) -> dict | None:
-    mark = marker(run_id(run), n)
-    for project in client.projects():
-        if mark in (project.get("description") or ""):
-            return project
-    return None
+def taskset(client: Client, run: Path, name: str, config: ReviewConfig | None = None) -> TaskSet:
+    """The pass's task set (its ledger under RUN/review/NAME/ledger)."""
+    policy = ImportPolicy.from_config(config) if config is not None else None
+    return TaskSet(client, marker(run_id(run), name), key_field="key",
+                   ledger_dir=RunDir.of(run).review(name) / "ledger", policy=policy)
 
 
-def ensure_project(client: Client, run: Path, n: int, pass_cfg: PassConfig) -> dict:
-    """The pass's project, created with its labeling config and overlap settings if missing."""
-    rid = run_id(run)
-    project = find_project(client, run, n)
+def find_project(client: Client, run: Path, name: str) -> dict | None:
+    return taskset(client, run, name).find()
+
+
+def ensure_project(tasks: TaskSet, run: Path, p: PassConfig) -> dict:
+    """The pass's project, created with its labeling config; label config and overlap settings
+    are kept as configured."""
+    xml = label_config(p)
     settings = {
-        "maximum_annotations": pass_cfg.overlap_annotators,
-        "overlap_cohort_percentage": int(round(pass_cfg.overlap_fraction * 100)),
-        "show_overlap_first": pass_cfg.overlap_fraction < 1.0,
+        "label_config": xml,
+        "maximum_annotations": p.overlap_annotators,
+        "overlap_cohort_percentage": int(round(p.overlap_fraction * 100)),
+        "show_overlap_first": p.overlap_fraction < 1.0,
     }
-    if project is None:
-        project = client.post("/api/projects/", json={
-            "title": _title(run, rid, n),
-            "description": f"Photogenic review pass {n} of {Path(run).resolve()} {marker(rid, n)}",
-            "label_config": label_config(n),
-            "expert_instruction": f"<p>{instructions(n)}</p>",
-            "show_instruction": True,
-            "show_skip_button": True,
-            "enable_empty_annotation": False,
-            "sampling": "Uniform sampling" if n == 1 else "Sequential sampling",
-            **settings,
-        })
-    elif any(project.get(k) != v for k, v in settings.items()):
-        project = client.patch(f"/api/projects/{project['id']}/", json=settings)
-    _record(run, n, project)
+    rid = run_id(run)
+    project = tasks.ensure({
+        "title": _title(run, rid, p.name),
+        "description": f"Photogenic review {pass_label(p.name)} of {Path(run).resolve()} {marker(rid, p.name)}",
+        "expert_instruction": f"<p>{instructions(xml)}</p>",
+        "show_instruction": True,
+        "show_skip_button": True,
+        "enable_empty_annotation": False,
+        "sampling": "Uniform sampling" if p.input == CANDIDATES else "Sequential sampling",
+    }, settings)
+    write_json_atomic({"project_id": project["id"], "title": project["title"], "run_id": rid},
+                      RunDir.of(run).review(p.name) / "project.json")
     return project
-
-
-def _record(run: Path, n: int, project: dict) -> None:
-    write_json_atomic({"project_id": project["id"], "title": project["title"],
-                       "run_id": run_id(run)}, pass_dir(run, n) / "project.json")
-
-
-def ensure_local_storage(client: Client, project_id: int, path: Path) -> None:
-    """A local-files import storage over the run's media link (needed for files to be served)."""
-    existing = client.get("/api/storages/localfiles/", params={"project": project_id})
-    if any(Path(s.get("path", "")) == path for s in existing or []):
-        return
-    try:
-        client.post("/api/storages/localfiles/", json={
-            "project": project_id, "path": str(path), "title": "photogenic review media",
-            "use_blob_urls": True, "regex_filter": r".*\.jpg$",
-        })
-    except LabelStudioError as err:
-        raise LabelStudioError(f"cannot add local-files storage {path}: {err}. The Label Studio "
-                               "server must run with LOCAL_FILES_SERVING_ENABLED=true and "
-                               "LOCAL_FILES_DOCUMENT_ROOT set to a parent of this path") from None

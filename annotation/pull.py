@@ -2,21 +2,23 @@
 and turn them into one decision per key by the pass's rule."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig
 from photogenic.annotation.lsclient import Client
-from photogenic.annotation.projects import RATINGS, find_project, pass_dir
-from photogenic.annotation.ledger import Ledger
-from photogenic.annotation.push import PushError, known_keys, pass_input
+from photogenic.annotation.projects import RATINGS, taskset
+from photogenic.annotation.push import PushError, pass_input
 from photogenic.annotation.quality import summarise
 from photogenic.annotation.simulate import is_simulated_annotator
+from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig, pass_label, pass_number
 from photogenic.pipeline.core.faults import failpoint
+from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import clear_success, mark_success, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.summary import StageSummary, fingerprint, write_summary
 
 ANNOTATION_SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -143,20 +145,25 @@ def default_overlap(project: dict, cfg: PassConfig, gold: dict[str, bool],
     return {k: (max(base, cfg.gold_annotators) if k in gold else base) for k in keys}
 
 
-def pull(run: Path, n: int, client: Client, config: ReviewConfig) -> dict:
-    run = Path(run)
-    cfg = config.for_pass(n)
-    project = find_project(client, run, n)
+def pull(run: Path, ref: str | int, client: Client, config: ReviewConfig) -> dict:
+    """Pull review pass `ref` (name or 1-based number): annotations, decisions, quality, summary."""
+    t0 = time.monotonic()
+    run_dir = RunDir.of(run)
+    run = run_dir.root
+    cfg = config.pass_config(ref)
+    n = pass_number(config, cfg.name)
+    tasks_set = taskset(client, run, cfg.name, config)
+    project = tasks_set.find()
     if project is None:
-        raise PullError(f"no Label Studio project for pass {n} of {run} at {client.url}; "
-                        f"run `photogenic review push --run {run} --pass {n}` first")
-    out_dir = pass_dir(run, n)
+        raise PullError(f"no Label Studio project for review {pass_label(cfg.name)} of {run} at "
+                        f"{client.url}; run `photogenic review push --run {run} --pass {cfg.name}` first")
+    out_dir = run_dir.review(cfg.name)
     gold = load_gold_file(out_dir)
     users = {u["id"]: u["email"] for u in client.users()}
     # Every key from the push ledger (checked against the server), annotations only from the
     # annotated tasks: listing a task costs Label Studio milliseconds, so unannotated ones are
     # not fetched. Unlike the export endpoint this leaves no export file on the server per pull.
-    all_keys = known_keys(client, project["id"], Ledger(out_dir / "ledger", project["id"]))
+    all_keys = tasks_set.known_keys()
     tasks = client.annotated_tasks(project["id"])
     overlap = default_overlap(project, cfg, gold, all_keys)
     rows = []
@@ -172,7 +179,7 @@ def pull(run: Path, n: int, client: Client, config: ReviewConfig) -> dict:
     rows.sort(key=lambda r: (r["key"], r["annotation_id"]))
     keys = sorted(all_keys)
     try:
-        inputs = pass_input(run, n)
+        inputs = pass_input(run, config, cfg.name)
     except PushError:
         inputs = None
     decisions = decisions_table(keys, rows, overlap, cfg, gold)
@@ -185,7 +192,27 @@ def pull(run: Path, n: int, client: Client, config: ReviewConfig) -> dict:
     clear_success(out_dir)
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=ANNOTATION_SCHEMA), out_dir / "annotations.parquet")
     failpoint("pull.between_files")
-    write_parquet_atomic(decisions, out_dir / "decisions.parquet")
+    write_parquet_atomic(decisions, run_dir.decisions(cfg.name))
     write_json_atomic(quality, out_dir / "quality.json")
+    write_summary(out_dir, review_summary(config, cfg, decisions, inputs, time.monotonic() - t0))
     mark_success(out_dir)
     return quality
+
+
+def review_summary(config: ReviewConfig, cfg: PassConfig, decisions: pa.Table, inputs: pa.Table | None,
+                   seconds: float) -> StageSummary:
+    """The pass in the one stage-summary shape: in = keys of its input (the tasks when the input
+    can no longer be read), out = kept; the rest dropped by the rule or not annotated yet."""
+    dec = decisions.select(["key", "keep", "n_annotations"]).to_pylist()
+    input_keys = sorted(inputs["key"].to_pylist()) if inputs is not None else [d["key"] for d in dec]
+    kept = sum(bool(d["keep"]) for d in dec)
+    unannotated = sum(d["n_annotations"] == 0 for d in dec)
+    return StageSummary(
+        stage="review", input_fingerprint=fingerprint(cfg.input, input_keys),
+        rows_in=len(input_keys), rows_out=kept,
+        by_reason={"dropped": len(dec) - kept - unannotated, "unannotated": unannotated,
+                   "not_pushed": len(set(input_keys) - {d["key"] for d in dec})},
+        seconds=round(seconds, 3), config=cfg.model_dump(mode="json"),
+        details={"pass": cfg.name, "pass_index": config.pass_index(cfg.name), "input": cfg.input,
+                 "rule": cfg.rule, "min_mean_rating": cfg.min_mean_rating},
+    )

@@ -32,7 +32,8 @@ from photogenic.annotation import media, server  # noqa: E402
 from photogenic.pipeline.core.config.review import ReviewConfig  # noqa: E402
 from photogenic.annotation.lsclient import Client  # noqa: E402
 from photogenic.annotation.pull import pull  # noqa: E402
-from photogenic.annotation.push import project_keys, push  # noqa: E402
+from photogenic.annotation.push import push  # noqa: E402
+from photogenic.annotation.tasksets import server_keys as project_keys  # noqa: E402
 from photogenic.annotation.users import AnnotatorStore  # noqa: E402
 from photogenic.pipeline.core.runio import write_json_atomic  # noqa: E402
 from tests.review_helpers import free_port, make_fake_run  # noqa: E402

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole funnel on the sample pool: filter -> select -> review pass 1 and pass 2 (SIMULATED
-# annotators in a real local Label Studio) -> export -> train (tiny model) -> eval -> report.
+# The whole funnel on the sample pool: filter -> select -> the review passes of the config
+# (SIMULATED annotators in a real local Label Studio) -> export -> train (tiny model) -> eval -> report.
 # Called by `make demo`; rerunning it skips finished work.
 set -euo pipefail
 POOL=${1:-sample_pool}
@@ -18,16 +18,17 @@ $PG select --run "$RUN" --config "$CONFIG"
 
 step "review: a real Label Studio on 127.0.0.1"
 $PG review server start --config "$CONFIG"
-for pass in 1 2; do
-  step "review pass $pass: push, SIMULATED annotators, pull"
+passes=$($PG review passes --config "$CONFIG")  # an assignment, so a bad config stops the demo
+for pass in $passes; do
+  step "review $pass: push, SIMULATED annotators, pull"
   $PG review push --run "$RUN" --pass $pass --config "$CONFIG"
   $PG review simulate --run "$RUN" --pass $pass --config "$CONFIG"
   $PG review pull --run "$RUN" --pass $pass --config "$CONFIG"
 done
 $PG review status --run "$RUN" --config "$CONFIG"
 
-step "export: webdataset + parquet manifest + imagefolder -> $RUN/export"
-$PG export --run "$RUN" --from pass2 --config "$CONFIG"
+step "export: the last pass's keeps as webdataset + parquet manifest + imagefolder -> $RUN/export"
+$PG export --run "$RUN" --config "$CONFIG"
 
 step "train: quality-tune the tiny random base model (CPU) -> $RUN/model"
 [ -f "$RUN/base/model_index.json" ] || $PG train --make-tiny-base "$RUN/base"
@@ -44,5 +45,5 @@ elapsed=$(( $(date +%s) - started ))
 step "done in ${elapsed}s"
 echo "report:        $(realpath "$RUN/report/index.html")"
 $PG review server status --config "$CONFIG" || true
-echo "Label Studio keeps the pass 1 and pass 2 projects for you to open (admin login in"
+echo "Label Studio keeps the review projects for you to open (admin login in"
 echo "  .cache/label-studio/photogenic-secrets.json); stop it with: .venv/bin/photogenic review server stop"

@@ -17,7 +17,7 @@ import requests
 from photogenic.annotation import server
 from photogenic.annotation.lsclient import Client
 from photogenic.annotation.projects import find_project
-from photogenic.annotation.push import project_keys
+from photogenic.annotation.tasksets import server_keys as project_keys
 pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
 from tests.review_helpers import free_port, make_fake_run, write_config
 
@@ -41,7 +41,7 @@ def _task_count(url: str, token: str, run: Path) -> int:
     try:
         client = Client(server.Connection(url=url, token=token, local_files_root=None), max_retries=0,
                         timeout_s=5)
-        project = find_project(client, run, 1)
+        project = find_project(client, run, "pass1")
         return client.project(project["id"])["task_number"] if project else 0
     except Exception:
         return 0
@@ -61,7 +61,7 @@ def _wait_for_tasks(proc, url, token, run, at_least: int, timeout: float = 300) 
 
 def _assert_exactly_once(ls_server, run: Path, keys: list[str]) -> None:
     client = Client(ls_server)
-    project = find_project(client, run, 1)
+    project = find_project(client, run, "pass1")
     tasks = client.tasks(project["id"], fields="task_only")
     counts = Counter(t["data"]["key"] for t in tasks)
     assert sorted(counts) == sorted(keys)

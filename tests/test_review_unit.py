@@ -50,8 +50,8 @@ def test_review_cohen_kappa_known_value():
 
 
 def test_review_decision_rules():
-    recall = PassConfig(rule="any")
-    precision = PassConfig(rule="majority", min_mean_rating=3.5)
+    recall = PassConfig(name="p", rule="any")
+    precision = PassConfig(name="p", rule="majority", min_mean_rating=3.5)
     assert decide(1, 3, None, recall) and not decide(0, 2, None, recall)
     assert not decide(0, 0, None, recall)
     assert decide(2, 3, 3.6, precision)
@@ -84,7 +84,7 @@ def test_review_parse_annotation_and_decisions():
     assert rows[0]["mean_rating"] == pytest.approx(4.0) and rows[0]["is_gold"] and rows[0]["gold_keep"]
     assert rows[3]["skipped"] and rows[3]["keep"] is None
     table = decisions_table(["k1", "k2"], rows, {"k1": 3, "k2": 3},
-                            PassConfig(rule="majority", min_mean_rating=3.0), {"k1": True})
+                            PassConfig(name="p", rule="majority", min_mean_rating=3.0), {"k1": True})
     d = {r["key"]: r for r in table.to_pylist()}
     assert d["k1"]["keep"] and d["k1"]["n_keep"] == 2 and d["k1"]["n_annotations"] == 3
     assert d["k1"]["mean_rating"] == pytest.approx((4 + 4 + 1) / 3) and d["k1"]["complete"]
@@ -159,10 +159,10 @@ def test_review_simulation_plan_is_seeded_and_respects_overlap():
 
 
 def test_review_config_section_round_trips():
-    assert "[review.pass2]" in defaults_toml()
+    assert "[[review.passes]]" in defaults_toml()
     cfg = parse_config({"review": {"port": 9000, "pass2": {"min_mean_rating": 4.0, "overlap_annotators": 5}}})
-    assert cfg.review.for_pass(2).min_mean_rating == 4.0 and cfg.review.port == 9000
-    assert ReviewConfig().for_pass(1).rule == "any" and ReviewConfig().for_pass(2).rule == "majority"
+    assert cfg.review.pass_config(2).min_mean_rating == 4.0 and cfg.review.port == 9000
+    assert ReviewConfig().pass_config(1).rule == "any" and ReviewConfig().pass_config("pass2").rule == "majority"
     with pytest.raises(Exception, match="unknown key"):
         parse_config({"review": {"pass1": {"bogus": 1}}})
 

@@ -8,18 +8,16 @@ Which side shows the tuned image is drawn per task from a seeded RNG, recorded i
 OUT/ab/tasks.parquet (never in the task data the annotator sees), and undone by `pull`. Images
 are served under opaque names (OUT/ab/media), so no URL gives the model away.
 
-Reuses the review stage's server, client and local-files media serving (`annotation.*`).
+Reuses the review stage's server, client, task sets (find-or-create by marker, idempotent batched
+import with the `[review]` retry policy) and local-files media serving (`annotation.*`).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
 import shutil
-import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -28,17 +26,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from photogenic.annotation import media
-from photogenic.annotation.lsclient import Client, Unavailable
-from photogenic.annotation.projects import ensure_local_storage
-from photogenic.pipeline.core.runio import mark_success, stable_id, write_json_atomic, write_parquet_atomic
+from photogenic.annotation.lsclient import Client
+from photogenic.annotation.tasksets import ImportPolicy, TaskSet
 from photogenic.pipeline.core.config.training import EvalConfig
+from photogenic.pipeline.core.runio import (mark_success, publishing, read_json, stable_id, write_json_atomic,
+                                            write_parquet_atomic)
 from photogenic.training.eval import table_by_category
 
 log = logging.getLogger(__name__)
 
 QUESTIONS = ("appeal", "faithfulness")
 TIE_CHOICES = {"appeal": ("Tie",), "faithfulness": ("Both", "Neither")}
-IMPORT_BATCH = 500
 
 _IMAGES = """  <View style="display: flex; gap: 24px; align-items: flex-start">
     <View><Header size="5" value="Left"/><Image name="left" value="$left" maxWidth="512px"/></View>
@@ -102,38 +100,25 @@ def read_pairs(out: Path) -> list[dict]:
 # --- projects -------------------------------------------------------------------------------------
 
 
+def taskset(client: Client, aid: str, question: str, policy: ImportPolicy | None = None) -> TaskSet:
+    """The question's project; the server is its pair_id -> task id ledger."""
+    return TaskSet(client, marker(aid, question), key_field="pair_id", policy=policy)
+
+
 def find_project(client: Client, aid: str, question: str) -> dict | None:
-    mark = marker(aid, question)
-    return next((p for p in client.projects() if mark in (p.get("description") or "")), None)
+    return taskset(client, aid, question).find()
 
 
-def ensure_project(client: Client, out: Path, aid: str, question: str, raters: int) -> dict:
-    project = find_project(client, aid, question)
-    settings = {"maximum_annotations": raters, "overlap_cohort_percentage": 100}
-    if project is None:
-        name = Path(out).resolve().name[:16]
-        project = client.post("/api/projects/", json={
-            "title": f"Photogenic A/B {question} {name} {aid[:6]}"[:50],
-            "description": f"Base vs tuned, {question}, pairs of {Path(out).resolve()} {marker(aid, question)}",
-            "label_config": LABEL_CONFIGS[question],
-            "show_skip_button": True,
-            "enable_empty_annotation": False,
-            "sampling": "Uniform sampling",
-            **settings,
-        })
-    elif any(project.get(k) != v for k, v in settings.items()):
-        project = client.patch(f"/api/projects/{project['id']}/", json=settings)
-    return project
-
-
-def project_pairs(client: Client, project_id: int) -> dict[str, int]:
-    """pair_id -> task id for the tasks already in the project (the server is the ledger)."""
-    out = {}
-    for t in client.tasks(project_id, fields="task_only"):
-        pid = (t.get("data") or {}).get("pair_id")
-        if pid is not None:
-            out.setdefault(str(pid), t["id"])
-    return out
+def ensure_project(tasks: TaskSet, out: Path, aid: str, question: str, raters: int) -> dict:
+    name = Path(out).resolve().name[:16]
+    return tasks.ensure({
+        "title": f"Photogenic A/B {question} {name} {aid[:6]}"[:50],
+        "description": f"Base vs tuned, {question}, pairs of {Path(out).resolve()} {marker(aid, question)}",
+        "show_skip_button": True,
+        "enable_empty_annotation": False,
+        "sampling": "Uniform sampling",
+    }, {"label_config": LABEL_CONFIGS[question], "maximum_annotations": raters,
+        "overlap_cohort_percentage": 100})
 
 
 def blind_name(aid: str, image: str) -> str:
@@ -142,20 +127,19 @@ def blind_name(aid: str, image: str) -> str:
 
 
 def blind_media(out: Path, pairs: list[dict], aid: str) -> Path:
-    """OUT/ab/media/<opaque>.png for every image of the pairs (hard links where possible)."""
+    """OUT/ab/media/<opaque>.png for every image of `pairs` (pass all of them: the folder is
+    republished whole, hard links where possible, when an image is missing)."""
     media_dir = ab_dir(out) / "media"
-    media_dir.mkdir(parents=True, exist_ok=True)
-    for pair in pairs:
-        for image in (pair["base_image"], pair["tuned_image"]):
-            target = media_dir / blind_name(aid, image)
-            if target.exists():
-                continue
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+    images = {blind_name(aid, image): Path(out) / image
+              for pair in pairs for image in (pair["base_image"], pair["tuned_image"])}
+    if all((media_dir / name).exists() for name in images):
+        return media_dir
+    with publishing(media_dir) as tmp:
+        for name, source in images.items():
             try:
-                os.link(out / image, tmp)
+                os.link(source, tmp / name)
             except OSError:
-                shutil.copyfile(out / image, tmp)
-            os.replace(tmp, target)
+                shutil.copyfile(source, tmp / name)
     return media_dir
 
 
@@ -169,48 +153,27 @@ def build_task(pair: dict, question: str, side: str, aid: str) -> dict:
     return {"data": data}
 
 
-def _import(client: Client, project_id: int, tasks: list[dict], retries: int = 5) -> int:
-    """Import in batches; a failed batch is re-checked against the project before resending."""
-    imported = 0
-    for start in range(0, len(tasks), IMPORT_BATCH):
-        batch = tasks[start:start + IMPORT_BATCH]
-        for attempt in range(retries + 1):
-            try:
-                client.request("POST", f"/api/projects/{project_id}/import", retry=False, json=batch)
-                imported += len(batch)
-                break
-            except Unavailable:
-                if attempt == retries:
-                    raise
-                time.sleep(min(10.0, 0.5 * 2 ** attempt))
-                landed = project_pairs(client, project_id)
-                before = len(batch)
-                batch = [t for t in batch if t["data"]["pair_id"] not in landed]
-                imported += before - len(batch)
-                if not batch:
-                    break
-    return imported
-
-
 def push(out: str | Path, client: Client, cfg: EvalConfig, limit: int | None = None,
-         echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Create (or complete) both A/B projects; idempotent: one task per pair and question, ever."""
+         echo: Callable[[str], None] = print, policy: ImportPolicy | None = None) -> dict[str, Any]:
+    """Create (or complete) both A/B projects; idempotent: one task per pair and question, ever.
+    `policy`: import batches and retries (`[review]`; None: its defaults)."""
     out = Path(out)
     pairs = read_pairs(out)[:limit] if limit else read_pairs(out)
     if client.conn.local_files_root is None:
         raise ABError("images are served by Label Studio's local-files storage: set [review] local_files_root")
     aid = ab_id(out)
-    link = media.link_into_root(blind_media(out, pairs, aid), client.conn.local_files_root, aid)
+    link = media.link_into_root(blind_media(out, read_pairs(out), aid), client.conn.local_files_root, aid)
     raters = {"appeal": cfg.appeal_raters, "faithfulness": cfg.faithfulness_raters}
     records, summary = [], {"ab_id": aid, "projects": {}}
     for question in QUESTIONS:
-        project = ensure_project(client, out, aid, question, raters[question])
-        ensure_local_storage(client, project["id"], link)
-        existing = project_pairs(client, project["id"])
+        tasks = taskset(client, aid, question, policy)
+        project = ensure_project(tasks, out, aid, question, raters[question])
+        tasks.ensure_local_storage(link)
+        existing = tasks.known_keys()
         sides = {p["pair_id"]: tuned_side(cfg.seed, p["pair_id"], question) for p in pairs}
         todo = [build_task(p, question, sides[p["pair_id"]], aid) for p in pairs if p["pair_id"] not in existing]
-        imported = _import(client, project["id"], todo)
-        final = project_pairs(client, project["id"])
+        imported = tasks.import_tasks(todo, echo=lambda m: log.info("%s", m)).imported
+        final = tasks.known_keys()
         for p in pairs:
             if p["pair_id"] in final:
                 records.append({"question": question, "pair_id": p["pair_id"], "category": p["category"],
@@ -313,7 +276,7 @@ def pull(out: str | Path, client: Client, cfg: EvalConfig) -> dict[str, Any]:
             "tuned_on_left": sum(p["tuned_side"] == "left" for p in placed),
         }
     pairs_results = Path(out) / "results.json"
-    if pairs_results.exists() and json.loads(pairs_results.read_text()).get("meaningless"):
+    if (read_json(pairs_results) or {}).get("meaningless"):
         results["notes"].append("the models compared are tiny/random test models: these preferences mean nothing")
     results["notes"].append("a task is a win when more raters preferred the tuned image than the base one; "
                             "faithfulness 'both' and 'neither' count as ties; Wilson 95% intervals")

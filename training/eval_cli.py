@@ -141,11 +141,13 @@ def ab_options(fn):
 def push_cmd(out_dir: str, config_path: str | None, url: str | None, limit: int | None) -> None:
     """Create the A/B projects (visual appeal: prompt hidden; text faithfulness: prompt shown)."""
     from photogenic.annotation.lsclient import LabelStudioError
+    from photogenic.annotation.tasksets import ImportPolicy
     from photogenic.training.eval_ab import ABError, push
 
     config, client = _client(config_path, url)
     try:
-        summary = push(Path(out_dir), client, config.eval, limit=limit, echo=click.echo)
+        summary = push(Path(out_dir), client, config.eval, limit=limit, echo=click.echo,
+                       policy=ImportPolicy.from_config(config.review))
     except (ABError, LabelStudioError) as err:
         raise click.ClickException(str(err)) from None
     for question, p in summary["projects"].items():

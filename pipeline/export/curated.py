@@ -9,10 +9,6 @@ import pyarrow.parquet as pq
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, is_complete, sql_quote
 
-# What `export --from` accepts: a review pass's keep decisions, or every candidate.
-FROM_STAGES = ("pass2", "pass1", "candidates")
-
-
 class ExportError(ValueError):
     """The run directory cannot be exported; the message says what is missing."""
 
@@ -24,9 +20,8 @@ def _read_tables(files) -> pa.Table | None:
 
 
 def load_curated(run: RunDir, stage: str) -> tuple[pa.Table, dict[str, Any]]:
-    """The kept rows of `stage` (key + decision columns) and how many were read and kept."""
-    if stage not in FROM_STAGES:
-        raise ExportError(f"--from must be one of {', '.join(FROM_STAGES)}, not {stage!r}")
+    """The kept rows of `stage` (candidates or a review pass: key + decision columns) and how
+    many were read and kept. `export_run` has checked `stage` against the configured passes."""
     directory = run.stage_dir(stage)
     if directory.exists() and not is_complete(directory):
         raise ExportError(f"{directory} is unfinished (no {SUCCESS} marker): let its stage "

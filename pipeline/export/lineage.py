@@ -17,7 +17,6 @@ from photogenic.pipeline.export.samples import Written
 LINEAGE = "lineage.json"
 # Not listed in lineage.json: itself, and the markers written after it.
 UNHASHED = (LINEAGE, SUCCESS, SUMMARY)
-REVIEW_PASSES = ("pass1", "pass2")  # the passes lineage.json counts
 VERSIONED_PACKAGES = ("photogenic", "pyarrow", "duckdb", "pyspark", "webdataset", "datasets",
                       "pillow", "open_clip_torch", "torch", "nudenet", "rapidocr_onnxruntime",
                       "onnxruntime", "label-studio-sdk", "diffusers")
@@ -60,7 +59,7 @@ def _decision_counts(path: Path) -> dict[str, int] | None:
     return {"decided": len(keep), "kept": sum(keep)}
 
 
-def stage_counts(run: RunDir) -> dict[str, Any]:
+def stage_counts(run: RunDir, review_config) -> dict[str, Any]:
     """Counts at each stage of the funnel, read from what the stages wrote."""
     counts: dict[str, Any] = {}
     score_files = committed_parquet(run.scores)
@@ -72,7 +71,7 @@ def stage_counts(run: RunDir) -> dict[str, Any]:
     cand_files = committed_parquet(run.candidates)
     if cand_files:
         counts["candidates"] = {"rows": _row_count(cand_files)}
-    for name in REVIEW_PASSES:
+    for name in review_config.pass_names():
         c = _decision_counts(run.decisions(name))
         if c is not None:
             counts[name] = c
@@ -111,7 +110,7 @@ def build_lineage(run: RunDir, stage: str, config, written: Written, root: Path,
         "thresholds": filter_config,
         "models": _model_names(filter_config, funnel),
         "package_versions": package_versions(),
-        "counts": {**stage_counts(run), "exported": written.exported,
+        "counts": {**stage_counts(run, config.review), "exported": written.exported,
                    "splits": written.splits, "skipped": len(written.skipped),
                    "read_from_stage": written.read},
         "skipped": [s.to_lineage() for s in written.skipped],

@@ -38,7 +38,8 @@ from photogenic.pipeline.core.runio import (
     remove_stale_builds,
 )
 from photogenic.pipeline.core.summary import StageSummary, write_summary
-from photogenic.pipeline.export.curated import FROM_STAGES, ExportError, load_curated, load_score_rows
+from photogenic.pipeline.core.config.review import export_sources
+from photogenic.pipeline.export.curated import ExportError, load_curated, load_score_rows
 from photogenic.pipeline.export.lineage import (
     LINEAGE,
     build_lineage,
@@ -123,12 +124,16 @@ def _summary(stage: str, config, written: Written, fingerprint: str, seconds: fl
         details={"from": stage, "splits": written.splits, "formats": written.formats})
 
 
-def export_run(run: str | Path, out: str | Path | None = None, stage: str = "pass2",
+def export_run(run: str | Path, out: str | Path | None = None, stage: str | None = None,
                config=None, force: bool = False) -> ExportResult:
-    """Export the curated set of `run`; see the module docstring for the layout."""
+    """Export the curated set of `run` (stage: candidates or a review pass; None: the last
+    pass); see the module docstring for the layout."""
     from photogenic.pipeline.core.config import Config
 
     config = config or Config()
+    stage = stage or config.review.last_pass.name
+    if stage not in export_sources(config.review):
+        raise ExportError(f"--from must be one of {', '.join(export_sources(config.review))}, not {stage!r}")
     if not Path(run).is_dir():
         raise ExportError(f"run directory not found: {run}")
     run = RunDir.of(Path(run))
@@ -174,8 +179,8 @@ def verify_export(out: str | Path) -> list[str]:
 @click.command("export")
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
               help="Run directory (reads review decisions, candidates, scores).")
-@click.option("--from", "stage", type=click.Choice(list(FROM_STAGES)), default="pass2",
-              show_default=True, help="Which decisions define the curated set.")
+@click.option("--from", "stage", help="Which decisions define the curated set: candidates or a review "
+                                     "pass of [[review.passes]] (default: the last pass).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output folder (default RUN/export).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")

@@ -199,6 +199,8 @@ def _drop_none(obj: Any) -> Any:
     # TOML has no null: unset optional keys are shown as comments instead.
     if isinstance(obj, dict):
         return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_none(v) for v in obj]
     return obj
 
 
@@ -210,16 +212,19 @@ def defaults_toml() -> str:
     """The full default config, optional keys that default to unset listed as comments."""
     out = []
 
-    def walk(model: BaseModel, prefix: str) -> None:
+    def walk(model: BaseModel, prefix: str, array: bool = False) -> None:
         scalars = {}
         nested = []
+        tables = []  # lists of sections, e.g. [[review.passes]]
         for name, value in model:
             if isinstance(value, BaseModel):
                 nested.append((name, value))
+            elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+                tables.append((name, value))
             else:
                 scalars[name] = value
         if prefix:
-            out.append(f"\n[{prefix}]")
+            out.append(f"\n[[{prefix}]]" if array else f"\n[{prefix}]")
         for name, value in scalars.items():
             if value is None:
                 out.append(f"# {name} = (unset)")
@@ -230,6 +235,9 @@ def defaults_toml() -> str:
                 out.append(tomli_w.dumps({name: value}).rstrip())
         for name, value in nested:
             walk(value, f"{prefix}.{name}" if prefix else name)
+        for name, items in tables:
+            for item in items:
+                walk(item, f"{prefix}.{name}" if prefix else name, array=True)
 
     walk(Config(), "")
     return "\n".join(out).lstrip() + "\n"

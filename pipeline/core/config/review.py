@@ -1,16 +1,43 @@
-"""Config section `[review]`: the Label Studio server and the review passes."""
+"""Config section `[review]`: the Label Studio server and the review passes.
+
+The passes are data: `[[review.passes]]`, in order, each reviewing the candidates or the keeps of
+an earlier pass. The default is Emu's two passes, `pass1` (generalists, keep/drop, recall) and
+`pass2` (specialists, keep/drop + ratings, precision). The older tables `[review.pass1]` and
+`[review.pass2]` still configure those two default passes.
+"""
 from __future__ import annotations
 
-from typing import Literal
+import re
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from photogenic.pipeline.core.config.base import Section
+from photogenic.pipeline.core.layout import RunDir
+
+CANDIDATES = "candidates"
+# Built-in label configs (annotation/configs/NAME.xml): keep/drop only, or keep/drop + 1-5 ratings.
+BUILTIN_LABEL_CONFIGS = ("keep", "rate")
+# A pass name is a folder (RUN/review/NAME) and part of SQL view names in the report.
+PASS_NAME = r"^[a-z][a-z0-9_]{0,31}$"
+RESERVED_NAMES = (CANDIDATES, "media", "run_id")
+_NUMBERED = re.compile(r"^pass(\d+)$")
 
 
 class PassConfig(Section):
     """How one review pass is laid out in Label Studio and how its decisions are made."""
 
+    name: str = Field(pattern=PASS_NAME)
+    # "candidates" or the name of an earlier pass (its keeps). None: the previous pass, or the
+    # candidates for the first pass.
+    input: str | None = None
+    # "keep" (keep/drop), "rate" (keep/drop + five 1-5 ratings) or a path to a Label Studio XML
+    # with the same control names. None: "keep" for the first pass, "rate" for later ones.
+    label_config: str | None = None
+    # Who answers: names the simulated annotators (sim-GROUP-N). None: "generalist" for the
+    # first pass, "specialist" for later ones.
+    annotator_group: str | None = Field(None, pattern=PASS_NAME)
     # How many annotators see a task in the overlap cohort (Label Studio's maximum_annotations).
     overlap_annotators: int = Field(2, ge=1)
     # Share of tasks in the overlap cohort (Label Studio's overlap_cohort_percentage / 100).
@@ -24,13 +51,25 @@ class PassConfig(Section):
     # With rule "majority": the mean of the 1-5 ratings must also reach this (None: not used).
     min_mean_rating: float | None = None
 
+    @property
+    def builtin_label_config(self) -> bool:
+        return self.label_config in BUILTIN_LABEL_CONFIGS
 
-def _pass1() -> PassConfig:
-    return PassConfig(overlap_annotators=2, overlap_fraction=0.1, rule="any")
+    @property
+    def label_config_path(self) -> Path | None:
+        """The custom XML file, or None for a built-in label config."""
+        return None if self.builtin_label_config else Path(self.label_config)
 
 
-def _pass2() -> PassConfig:
-    return PassConfig(overlap_annotators=3, overlap_fraction=1.0, rule="majority", min_mean_rating=3.5)
+def _default_passes() -> list[dict[str, Any]]:
+    return [
+        {"name": "pass1", "overlap_annotators": 2, "overlap_fraction": 0.1, "rule": "any"},
+        {"name": "pass2", "overlap_annotators": 3, "overlap_fraction": 1.0, "rule": "majority",
+         "min_mean_rating": 3.5},
+    ]
+
+
+LEGACY_KEYS = {"pass1": 0, "pass2": 1}
 
 
 class ReviewConfig(Section):
@@ -48,15 +87,121 @@ class ReviewConfig(Section):
     # None: DATA_DIR/media-root for the local server. With --url it must be set, and that folder
     # must be the same path on the Label Studio host (a shared mount).
     local_files_root: str | None = None
+    # Label Studio imports (review push, eval push): tasks per request, and the retries with
+    # exponential backoff (backoff_s, doubling, at most backoff_max_s) of every request.
     import_batch_size: int = Field(1000, ge=1)
     max_retries: int = Field(8, ge=0)
     backoff_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(20.0, gt=0)
     request_timeout_s: float = Field(300.0, gt=0)
-    pass1: PassConfig = Field(default_factory=_pass1)
-    pass2: PassConfig = Field(default_factory=_pass2)
+    # The review passes, in order ([[review.passes]]); see the module docstring.
+    passes: list[PassConfig] = Field(default_factory=lambda: [PassConfig(**p) for p in _default_passes()],
+                                     min_length=1)
 
-    def for_pass(self, n: int) -> PassConfig:
-        if n not in (1, 2):
-            raise ValueError(f"review pass must be 1 or 2, got {n}")
-        return self.pass1 if n == 1 else self.pass2
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_pass_tables(cls, data: Any) -> Any:
+        """[review.pass1] / [review.pass2] (the older form) configure the two default passes."""
+        if not isinstance(data, dict) or not any(k in data for k in LEGACY_KEYS):
+            return data
+        if "passes" in data:
+            given = " and ".join(f"[review.{k}]" for k in LEGACY_KEYS if k in data)
+            raise ValueError(f"review: {given} and [[review.passes]] both given; use only "
+                             "[[review.passes]] (a table per pass, with name = \"pass1\", ...)")
+        data = dict(data)
+        passes = _default_passes()
+        for key, index in LEGACY_KEYS.items():
+            table = data.pop(key, None)
+            if table is None:
+                continue
+            if isinstance(table, PassConfig):
+                table = table.model_dump(exclude_unset=True)
+            if not isinstance(table, dict):
+                raise ValueError(f"review.{key} must be a table")
+            if "name" in table and table["name"] != key:
+                raise ValueError(f"review.{key}.name: the older [review.{key}] table is always "
+                                 f"pass '{key}'; name other passes in [[review.passes]]")
+            passes[index].update(table)
+        data["passes"] = passes
+        return data
+
+    @model_validator(mode="after")
+    def _resolve_passes(self) -> "ReviewConfig":
+        seen: list[str] = []
+        for i, p in enumerate(self.passes):
+            where = f"review.passes[{i}]"
+            if p.name in RESERVED_NAMES:
+                raise ValueError(f"{where}.name: '{p.name}' is reserved ({', '.join(RESERVED_NAMES)})")
+            if p.name in seen:
+                raise ValueError(f"{where}.name: pass name '{p.name}' is used twice")
+            names = [p2.name for p2 in self.passes]
+            if p.input is None:
+                p.input = seen[-1] if seen else CANDIDATES
+            elif p.input != CANDIDATES and p.input not in seen:
+                why = ("is this pass itself" if p.input == p.name else
+                       "comes later in [[review.passes]]" if p.input in names else "is not a pass")
+                raise ValueError(f"{where}.input: '{p.input}' {why}; a pass reviews "
+                                 f"'{CANDIDATES}' or an earlier pass ({', '.join([CANDIDATES, *seen])})")
+            if p.label_config is None:
+                p.label_config = "keep" if not seen else "rate"
+            elif not p.builtin_label_config and not p.label_config.endswith(".xml"):
+                raise ValueError(f"{where}.label_config: '{p.label_config}' is neither a built-in "
+                                 f"label config ({', '.join(BUILTIN_LABEL_CONFIGS)}) nor an .xml file")
+            if p.annotator_group is None:
+                p.annotator_group = "generalist" if not seen else "specialist"
+            seen.append(p.name)
+        return self
+
+    # --- looking passes up ------------------------------------------------------------------
+
+    def pass_names(self) -> list[str]:
+        return [p.name for p in self.passes]
+
+    @property
+    def last_pass(self) -> PassConfig:
+        return self.passes[-1]
+
+    def pass_config(self, ref: str | int) -> PassConfig:
+        """A pass by name or by its 1-based position ("2" or 2); errors list the configured names."""
+        names = self.pass_names()
+        if isinstance(ref, str) and ref in names:
+            return self.passes[names.index(ref)]
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            n = int(ref)
+            if 1 <= n <= len(self.passes):
+                return self.passes[n - 1]
+        raise ValueError(f"no review pass {ref!r}; configured passes: "
+                         + ", ".join(f"{i} {name}" for i, name in enumerate(names, 1)))
+
+    def pass_index(self, name: str) -> int:
+        """0-based position of pass `name` in [[review.passes]]."""
+        return self.pass_names().index(self.pass_config(name).name)
+
+
+def pass_number(review: ReviewConfig, name: str) -> int:
+    """1-based position of a pass: the number in its task data, annotation rows and `--pass N`."""
+    return review.pass_index(name) + 1
+
+
+def pass_token(name: str) -> str:
+    """How a pass is spelled in Label Studio markers and titles: "1" for pass1 (as before
+    passes were configurable, so existing projects are found again), else its name."""
+    m = _NUMBERED.match(name)
+    return m.group(1) if m else name
+
+
+def pass_label(name: str) -> str:
+    """A pass for people: "pass 1" for pass1, else its name."""
+    m = _NUMBERED.match(name)
+    return f"pass {m.group(1)}" if m else name
+
+
+def pass_dirs(run: "str | Path | RunDir", review: ReviewConfig) -> dict[str, Path]:
+    """RUN/review/NAME of every configured pass, in config order."""
+    run = RunDir.of(run)
+    return {name: run.review(name) for name in review.pass_names()}
+
+
+def export_sources(review: ReviewConfig) -> list[str]:
+    """What `export --from` accepts: the candidates or any configured pass."""
+    return [CANDIDATES, *review.pass_names()]

@@ -1,0 +1,33 @@
+"""Label configs of a pass: the built-in "keep" / "rate" ones (today's pass 1 / pass 2 XML) or a
+file; Label Studio markers and titles of the default passes are spelled as before."""
+from __future__ import annotations
+
+import pytest
+
+from photogenic.annotation.lsclient import LabelStudioError
+from photogenic.annotation.projects import _title, has_ratings, instructions, label_config, marker
+from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig
+
+
+def test_builtin_label_configs_and_what_they_ask():
+    keep, rate = (label_config(p) for p in ReviewConfig().passes)
+    assert not has_ratings(keep) and has_ratings(rate)
+    assert instructions(keep).startswith("Press K to keep") and "Composition" in instructions(rate)
+
+
+def test_custom_label_config_file(tmp_path):
+    xml = tmp_path / "mine.xml"
+    xml.write_text('<View><Image name="image" value="$image"/><Rating name="lighting" toName="image"/></View>')
+    p = PassConfig(name="mine", label_config=str(xml))
+    assert label_config(p) == xml.read_text() and has_ratings(label_config(p))
+    with pytest.raises(LabelStudioError, match="review pass 'gone': label_config .*gone.xml cannot be read"):
+        label_config(PassConfig(name="gone", label_config=str(tmp_path / "gone.xml")))
+
+
+def test_markers_and_titles_of_default_passes_are_unchanged(tmp_path):
+    rid = "0" * 32
+    assert marker(rid, "pass1") == f"[photogenic run={rid} pass=1]"
+    assert marker(rid, "final") == f"[photogenic run={rid} pass=final]"
+    run = tmp_path / "myrun"
+    assert _title(run, rid, "pass2") == "Photogenic pass 2 myrun 000000"
+    assert _title(run, rid, "final") == "Photogenic final myrun 000000"
