@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from photogenic.pipeline.core.layout import RunDir
+from photogenic.pipeline.core.runio import read_json, write_json_atomic
+
 
 @dataclass
 class StageSummary:
@@ -54,17 +57,11 @@ def fingerprint(*parts: Any) -> str:
 
 
 def write_summary(directory: str | Path, summary: StageSummary) -> Path:
-    from photogenic.pipeline.core.layout import RunDir
-    from photogenic.pipeline.core.runio import write_json_atomic
-
     return write_json_atomic(summary.to_json(), RunDir.summary(Path(directory)))
 
 
 def read_summary(directory: str | Path) -> StageSummary | None:
     """The stage summary in `directory`, or None when the stage has not written one."""
-    from photogenic.pipeline.core.layout import RunDir
-    from photogenic.pipeline.core.runio import read_json
-
     data = read_json(RunDir.summary(Path(directory)))
     if not isinstance(data, dict) or "stage" not in data or "counts" not in data:
         return None

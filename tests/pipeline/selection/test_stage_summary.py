@@ -9,6 +9,7 @@ import pytest
 
 from photogenic.pipeline.core.config import parse_config
 from photogenic.pipeline.core.layout import RunDir
+from photogenic.pipeline.core.runio import mark_success
 from photogenic.pipeline.core.summary import read_summary
 from photogenic.pipeline.selection.stage import run_select
 from tests.test_select_helpers import synthetic_scores, write_scores
@@ -51,3 +52,11 @@ def test_a_complete_run_is_skipped_with_its_summary(tmp_path):
     first = run_select(run, _config(target=100))
     again = run_select(run, _config(target=100))
     assert again["skipped"] is True and again["selected"] == first["selected"] == 100
+
+
+def test_candidates_selected_before_the_new_shape_are_still_skipped_with_their_counts(tmp_path):
+    run = RunDir(write_scores(tmp_path / "run", [synthetic_scores(300, seed=6)]))
+    run.candidates.mkdir()
+    RunDir.summary(run.candidates).write_text(json.dumps({"selected": 42, "engine": "duckdb"}))
+    mark_success(run.candidates)
+    assert run_select(run, _config(target=10)) == {"skipped": True, "selected": 42, "engine": "duckdb"}
