@@ -116,7 +116,7 @@ def run_engine(scores: Path, engine: str, config: dict) -> dict:
 def same_keys(a: dict, b: dict) -> bool:
     import pyarrow.parquet as pq
 
-    keys = [pq.read_table(Path(r["candidates"]) / "part-00000.parquet", columns=["key"]).column("key") for r in (a, b)]
+    keys = [pq.read_table(committed_parquet(r["candidates"])[0], columns=["key"]).column("key") for r in (a, b)]
     return keys[0].equals(keys[1])
 
 

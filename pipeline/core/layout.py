@@ -18,6 +18,8 @@ from pathlib import Path
 
 SUMMARY = "_summary.json"
 SUCCESS = "_SUCCESS"
+DROPPED = "_dropped"  # select's audit table of rows not selected, inside candidates/
+SELECTED_PART = "part-00000.parquet"  # select's one file of candidate rows
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class RunDir:
 
     @property
     def dropped(self) -> Path:
-        return self.candidates / "_dropped"
+        return self.candidates / DROPPED
 
     @property
     def select_scratch(self) -> Path:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from photogenic.pipeline.core.config import ConfigError, SelectConfig
+from photogenic.pipeline.core.layout import DROPPED, SELECTED_PART
 from photogenic.pipeline.core.runio import write_parquet_atomic
 from photogenic.pipeline.selection import sql
 from photogenic.pipeline.selection.dedup import band_flips, components, probe_radius
@@ -123,7 +124,8 @@ class _StepTimer:
 
 
 def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_dir: Path) -> tuple[dict, dict]:
-    """Runs the selection on `engine`; writes the candidates (and the audit) into out_dir.
+    """Runs the selection on `engine`; writes the candidates (and the audit) into out_dir, the
+    candidates folder being built.
     Returns (select's summary, seconds per step)."""
     engine = _StepTimer(engine)
     d = engine.dialect
@@ -156,9 +158,9 @@ def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_
     engine.register("limits", limits)
     engine.materialize("ranked", sql.ranked_sql(d, cfg, seed))
     selected = _conform(engine.fetch(sql.final_sql(cfg)), sql.CANDIDATE_SCHEMA)
-    write_parquet_atomic(selected, out_dir / "part-00000.parquet")
+    write_parquet_atomic(selected, out_dir / SELECTED_PART)
     if cfg.audit:
-        engine.write_parquet(sql.dropped_sql(cfg), out_dir / "_dropped", sql.DROPPED_SCHEMA)
+        engine.write_parquet(sql.dropped_sql(cfg), out_dir / DROPPED, sql.DROPPED_SCHEMA)
 
     summary = _summary(
         cfg, stats, method, prior, before, after_dedup, available, balance_info, selected,
