@@ -3,9 +3,10 @@
     {"stage": "select", "input_fingerprint": "...", "counts": {"in": N, "out": M,
      "by_reason": {...}}, "seconds": 1.2, "config": {...}, "details": {...}}
 
-Resume, incremental runs and the report read summaries through `read_summary`, never a stage's
-private files. `details` holds what only that stage has (select's per-concept quotas, ...).
-`seconds` is kept out of what identical reruns compare (`comparable`).
+Resume, incremental runs and the report read summaries through `read_summary` (or `read_details`
+for a stage's own part), never a stage's private files. `details` holds what only that stage has
+(select's per-concept quotas, ...). `seconds` is null where reruns must write identical files
+(select keeps its timings in run_select's return value).
 """
 from __future__ import annotations
 
@@ -66,3 +67,13 @@ def read_summary(directory: str | Path) -> StageSummary | None:
     if not isinstance(data, dict) or "stage" not in data or "counts" not in data:
         return None
     return StageSummary.from_json(data)
+
+
+def read_details(directory: str | Path) -> dict[str, Any]:
+    """The stage's own summary (`details`) in `directory`; {} when there is none. A summary
+    written before the one shape (select's dict at the top level) reads as its details."""
+    summary = read_summary(directory)
+    if summary is not None:
+        return summary.details
+    data = read_json(RunDir.summary(Path(directory)))
+    return data if isinstance(data, dict) else {}

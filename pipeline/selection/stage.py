@@ -20,11 +20,11 @@ from photogenic.pipeline.core.config import Config, ConfigError, SelectConfig, l
 from photogenic.pipeline.core.faults import failpoint
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import (
-    SUCCESS, build_name, committed_parquet, is_complete, mark_success, publishing, read_json,
+    SUCCESS, build_name, committed_parquet, is_complete, mark_success, publishing,
     remove_stale_builds,
 )
 from photogenic.pipeline.core.schema import SCORE_SCHEMA
-from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_summary, write_summary
+from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_details, write_summary
 from photogenic.pipeline.selection.engines.base import Engine
 from photogenic.pipeline.selection.plan import SelectError, dropped_by_reason, execute_plan
 
@@ -76,14 +76,6 @@ def _stage_summary(cfg: SelectConfig, details: dict[str, Any], input_fingerprint
     )
 
 
-def _previous_details(run: RunDir) -> dict[str, Any]:
-    summary = read_summary(run.candidates)
-    if summary is not None:
-        return summary.details
-    # Candidates selected before the one summary shape hold select's summary at the top level.
-    return read_json(RunDir.summary(run.candidates)) or {}
-
-
 def run_select(
     run_dir: str | Path,
     config: Config | None = None,
@@ -108,7 +100,7 @@ def run_select(
         raise SelectError(f"target must be >= 0, got {target}")
     if is_complete(run.candidates) and not force:
         log.info("%s is complete; skipping (use --force to redo)", run.candidates)
-        return {"skipped": True, **_previous_details(run)}
+        return {"skipped": True, **read_details(run.candidates)}
     files = _score_files(run)
     remove_stale_builds(run.candidates)
     remove_stale_builds(run.select_scratch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from photogenic.pipeline.core.layout import RunDir
-from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_summary, write_summary
+from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_details, read_summary, write_summary
 
 
 def test_a_summary_round_trips(tmp_path):
@@ -27,3 +27,11 @@ def test_missing_old_shaped_or_torn_summaries_read_as_none(tmp_path):
 def test_fingerprints_are_stable_and_order_sensitive():
     assert fingerprint({"b": 1, "a": 2}) == fingerprint({"a": 2, "b": 1})
     assert fingerprint([1, 2]) != fingerprint([2, 1])
+
+
+def test_details_of_the_one_shape_and_of_an_older_summary(tmp_path):
+    assert read_details(tmp_path) == {}
+    write_summary(tmp_path, StageSummary("select", "f", 2, 1, details={"selected": 1}))
+    assert read_details(tmp_path) == {"selected": 1}
+    RunDir.summary(tmp_path).write_text(json.dumps({"selected": 3}))
+    assert read_details(tmp_path) == {"selected": 3}
