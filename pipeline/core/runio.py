@@ -4,7 +4,6 @@ rename, then a marker."""
 from __future__ import annotations
 
 import ctypes
-import errno
 import functools
 import json
 import os
@@ -92,17 +91,13 @@ def _renameat2():
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Swaps two existing paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the
-    system or file system cannot."""
+    """Swaps two existing paths atomically (Linux renameat2 RENAME_EXCHANGE). False where the
+    system or file system cannot; the caller then renames in two steps, which reports any real
+    error (permissions, a vanished folder) itself."""
     renameat2 = _renameat2()
     if renameat2 is None:
         return False
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
 
 
 def stable_id(path: str | Path) -> str:
