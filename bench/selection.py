@@ -6,20 +6,22 @@ on the first 10^6 rows of the same table for the engine ratio. Results: bench/re
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-
 import argparse
 import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 
+from photogenic.pipeline.core.config import Config
+from photogenic.pipeline.core.layout import RunDir
+from photogenic.pipeline.core.runio import committed_parquet, is_complete, mark_success, write_parquet_atomic
+
+REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "bench"
 RESULTS = REPO / "bench" / "results" / "select.json"
 CHUNK = 1_000_000
@@ -36,11 +38,10 @@ print(json.dumps(summary))
 
 def ensure_table(rows: int) -> Path:
     """The cached scores dir of `rows` synthetic rows (chunks of 10^6; a prefix is reusable)."""
-    from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
     from tests.test_select_helpers import synthetic_scores
 
-    scores = CACHE / f"select-{rows}" / "scores"
-    if (scores / "_SUCCESS").exists():
+    scores = RunDir(CACHE / f"select-{rows}").scores
+    if is_complete(scores):
         return scores
     free = shutil.disk_usage(CACHE.parent if CACHE.parent.exists() else REPO).free
     need = rows * 150  # ~100 bytes/row compressed, with headroom
@@ -58,27 +59,27 @@ def ensure_table(rows: int) -> Path:
 
 def prefix_table(source: Path, rows: int) -> Path:
     """A scores dir holding the first `rows` rows of `source` (hard links to its chunks)."""
-    scores = CACHE / f"select-{rows}-of-{source.parent.name}" / "scores"
-    if not (scores / "_SUCCESS").exists():
+    scores = RunDir(CACHE / f"select-{rows}-of-{source.parent.name}").scores
+    if not is_complete(scores):
         scores.mkdir(parents=True, exist_ok=True)
         for i in range(max(1, rows // CHUNK)):
             target = scores / f"part-{i:05d}.parquet"
             if not target.exists():
                 os.link(source / f"part-{i:05d}.parquet", target)
-        (scores / "_SUCCESS").write_text("{}")
+        mark_success(scores)
     return scores
 
 
 def run_engine(scores: Path, engine: str, config: dict) -> dict:
     """One selection in a child process; wall time and peak RSS of its whole process tree."""
-    run = CACHE / "runs" / f"{scores.parent.name}-{engine}"
-    shutil.rmtree(run, ignore_errors=True)
-    run.mkdir(parents=True)
-    (run / "scores").symlink_to(scores.resolve())
+    run = RunDir(CACHE / "runs" / f"{scores.parent.name}-{engine}")
+    shutil.rmtree(run.root, ignore_errors=True)
+    run.root.mkdir(parents=True)
+    run.scores.symlink_to(scores.resolve())
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", RUNNER, str(run), engine, json.dumps(config)],
+        [sys.executable, "-c", RUNNER, str(run.root), engine, json.dumps(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
     peak = 0
@@ -108,14 +109,14 @@ def run_engine(scores: Path, engine: str, config: dict) -> dict:
         "rows_per_s": round(rows / wall),
         "peak_rss_gib": round(peak / 2**30, 3),
         "step_s": summary.get("step_s"),
-        "candidates": str(run / "candidates"),
+        "candidates": str(run.candidates),
     }
 
 
 def same_keys(a: dict, b: dict) -> bool:
     import pyarrow.parquet as pq
 
-    keys = [pq.read_table(Path(r["candidates"]) / "part-00000.parquet", columns=["key"]).column("key") for r in (a, b)]
+    keys = [pq.read_table(committed_parquet(r["candidates"])[0], columns=["key"]).column("key") for r in (a, b)]
     return keys[0].equals(keys[1])
 
 
@@ -131,8 +132,6 @@ def main() -> None:
 
     CACHE.mkdir(parents=True, exist_ok=True)
     print(subprocess.run(["df", "-h", str(CACHE)], capture_output=True, text=True).stdout)
-    from photogenic.pipeline.core.config import Config
-
     config = Config()
     config.select.target = args.target
     if args.memory_limit:
@@ -142,7 +141,7 @@ def main() -> None:
     results = {
         "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
                     "load_avg_at_start": os.getloadavg()},
-        "table": {"rows": args.rows, "path": str(scores), "bytes": sum(p.stat().st_size for p in scores.glob("*.parquet"))},
+        "table": {"rows": args.rows, "path": str(scores), "bytes": sum(p.stat().st_size for p in committed_parquet(scores))},
         "config": cfg["select"],
     }
     print(f"DuckDB on {args.rows} rows ...", flush=True)

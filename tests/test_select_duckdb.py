@@ -1,7 +1,6 @@
 """`photogenic select` on DuckDB: the acceptance rules, determinism, resume, bad input, the CLI."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from photogenic.pipeline.core.config import Config, parse_config
-from photogenic.pipeline.selection.stage import CANDIDATE_SCHEMA, SelectError, run_select
+from photogenic.pipeline.core.summary import read_summary
+from photogenic.pipeline.selection.sql import CANDIDATE_SCHEMA
+from photogenic.pipeline.selection.stage import SelectError, run_select
 from tests.conftest import run_cli
 from tests.test_select_helpers import close_pairs, score_rows, synthetic_scores, water_level_shares, write_scores
 
@@ -25,7 +26,7 @@ def _candidates(run: Path):
 
 
 def _summary(run: Path) -> dict:
-    return json.loads((run / "candidates" / "_summary.json").read_text())
+    return read_summary(run / "candidates").details
 
 
 @pytest.fixture(scope="module")

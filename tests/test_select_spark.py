@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from photogenic.pipeline.core.config import parse_config
-from photogenic.pipeline.selection.stage import DROPPED_SCHEMA, run_select
+from photogenic.pipeline.selection.sql import DROPPED_SCHEMA
+from photogenic.pipeline.selection.stage import run_select
 from tests.test_select_helpers import synthetic_scores, write_scores
 
 
@@ -25,7 +26,8 @@ def _assert_same_output(runs: tuple[Path, Path], duck: dict, spark: dict) -> Non
     assert tables[0].column("key").to_pylist() == tables[1].column("key").to_pylist()
     assert tables[0].equals(tables[1])  # every column, engagement doubles included
     summaries = [json.loads((r / "candidates" / "_summary.json").read_text()) for r in runs]
-    assert summaries[0].pop("engine") == "duckdb" and summaries[1].pop("engine") == "spark"
+    for summary, engine in zip(summaries, ("duckdb", "spark")):
+        assert summary["details"].pop("engine") == summary["config"].pop("engine") == engine
     assert summaries[0] == summaries[1]
     dropped = [pq.read_table(r / "candidates" / "_dropped").sort_by("key").cast(DROPPED_SCHEMA) for r in runs]
     assert dropped[0].equals(dropped[1])

@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from photogenic.pipeline.core.layout import METADATA, ExportDir
+
 SPLITS = ("train", "validation")
 
 
@@ -34,11 +36,11 @@ class Example:
 
 def _split_dirs(data_dir: Path) -> dict[str, Path]:
     # An export (DIR/imagefolder/<split>/), a bare imagefolder (DIR/<split>/) or one folder.
-    for root in (data_dir / "imagefolder", data_dir):
-        found = {s: root / s for s in SPLITS if (root / s / "metadata.jsonl").exists()}
+    for root in (ExportDir(data_dir).imagefolder, data_dir):
+        found = {s: root / s for s in SPLITS if (root / s / METADATA).exists()}
         if found:
             return found
-    if (data_dir / "metadata.jsonl").exists():
+    if (data_dir / METADATA).exists():
         return {"train": data_dir}
     raise DataError(
         f"no metadata.jsonl under {data_dir} (expected an export folder, "
@@ -52,7 +54,7 @@ def read_examples(data_dir: str | Path) -> dict[str, list[Example]]:
 
     splits: dict[str, list[Example]] = {s: [] for s in SPLITS}
     for split, folder in _split_dirs(Path(data_dir)).items():
-        for n, line in enumerate((folder / "metadata.jsonl").read_text().splitlines(), 1):
+        for n, line in enumerate((folder / METADATA).read_text().splitlines(), 1):
             if not line.strip():
                 continue
             row = json.loads(line)
@@ -61,7 +63,7 @@ def read_examples(data_dir: str | Path) -> dict[str, list[Example]]:
                 with Image.open(path) as im:
                     width, height = im.size
             except (OSError, ValueError) as err:
-                raise DataError(f"{folder / 'metadata.jsonl'} line {n}: {path}: {err}") from None
+                raise DataError(f"{folder / METADATA} line {n}: {path}: {err}") from None
             key = str(row.get("key") or Path(row["file_name"]).stem)
             splits[split].append(Example(key, path, str(row.get("text") or ""), width, height))
     if not splits["train"]:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from photogenic.pipeline.core.layout import EvalDir, ModelDir
 from photogenic.pipeline.core.runio import clear_success, mark_success, write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from photogenic.pipeline.core.config.training import EvalConfig
 
@@ -142,15 +143,16 @@ def table_by_category(rows: list[dict], outcome_key: str) -> dict[str, dict]:
 def model_info(path: str | Path) -> dict[str, Any]:
     """Is this a tiny random model? (marker file, its training base's marker, or UNet size)."""
     path = Path(path)
-    if not (path / "model_index.json").exists():
+    model = ModelDir(path)
+    if not model.model_index.exists():
         raise EvalError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
     random_weights = (path / TINY_MARKER).exists()
-    run_json = path / "training_state" / "run.json"
+    run_json = model.run_info
     trained_from = None
     if run_json.exists():
         trained_from = json.loads(run_json.read_text()).get("base_model")
         random_weights = random_weights or bool(trained_from and (Path(trained_from) / TINY_MARKER).exists())
-    params = _unet_params(path / "unet")
+    params = _unet_params(model.unet)
     return {"path": str(path.resolve()), "unet_parameters": params, "tiny": params is not None and params < TINY_PARAMS,
             "random_base": random_weights, "trained_from": trained_from}
 
@@ -328,7 +330,7 @@ def run_eval(base: str | Path, tuned: str | Path, out: str | Path, prompts_file:
         started = time.perf_counter()
         fingerprint = {"model": str(Path(model).resolve()), "steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
                        "height": cfg.height, "width": cfg.width, "prompts_sha256": prompts_sha}
-        images[tag] = generate(model, prompts, cfg.seeds, out / "images" / tag, cfg, device, fingerprint)
+        images[tag] = generate(model, prompts, cfg.seeds, EvalDir(out).images(tag), cfg, device, fingerprint)
         timings[f"generate_{tag}"] = round(time.perf_counter() - started, 3)
 
     pairs = [(p, s) for p in prompts for s in cfg.seeds]
@@ -338,9 +340,9 @@ def run_eval(base: str | Path, tuned: str | Path, out: str | Path, prompts_file:
     timings["score"] = round(time.perf_counter() - started, 3)
 
     rows = pair_rows(pairs, scores, out, cfg)
-    write_parquet_atomic(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), out / "pairs.parquet")
+    write_parquet_atomic(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), EvalDir(out).pairs)
     results = summarise(rows, cfg, judges, base_info, tuned_info, prompts_file, len(prompts), timings)
-    write_json_atomic(results, out / "results.json")
+    write_json_atomic(results, EvalDir(out).results)
     mark_success(out)
     return results
 

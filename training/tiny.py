@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
-import uuid
 from pathlib import Path
+
+from photogenic.pipeline.core.layout import ModelDir
+from photogenic.pipeline.core.runio import publishing
 
 # CLIP's BPE: 256 byte symbols, the same with an end-of-word mark, 48,894 merges, 2 specials.
 CLIP_VOCAB_SIZE = 49408
@@ -125,11 +126,9 @@ def make_tiny_base(directory: str | Path, seed: int = 0) -> Path:
     from transformers import CLIPTokenizer
 
     directory = Path(directory)
-    if (directory / "model_index.json").exists():
+    if ModelDir(directory).model_index.exists():
         return directory
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with publishing(directory) as tmp:  # replaces an earlier, unfinished write
         write_clip_tokenizer(tmp / "tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(tmp / "tokenizer")
         unet, vae, text_encoder, scheduler = _components(seed)
@@ -147,9 +146,4 @@ def make_tiny_base(directory: str | Path, seed: int = 0) -> Path:
         (tmp / TINY_MARKER).write_text(
             "Random weights for tests and the CPU demo; images it makes are meaningless.\n"
         )
-        if directory.exists():  # an earlier, unfinished write
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return directory

@@ -3,7 +3,7 @@
 `train(data_dir, base_model, out_dir, config)` fine-tunes the UNet of a local diffusers
 Stable-Diffusion-style directory; VAE and text encoder stay frozen. When it ends, `out_dir` is a
 diffusers pipeline directory holding the best checkpoint (EMA weights when EMA is on), with
-everything else under `out_dir/training_state/`:
+everything else under `out_dir/training_state/` (paths: ModelDir in pipeline/core/layout.py):
 
     metrics.jsonl            one row per step: step, train_loss, lr (+ val_loss on evaluations)
     run.json                 config, data, base model, devices, effective batch
@@ -24,13 +24,13 @@ import json
 import logging
 import shutil
 import time
-import uuid
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from photogenic.pipeline.core.runio import SUCCESS, write_json_atomic
+from photogenic.pipeline.core.layout import TRAINING_STATE, ModelDir
+from photogenic.pipeline.core.runio import mark_success, publishing, read_json, write_json_atomic
 from photogenic.pipeline.core.config.training import TrainConfig
 from photogenic.training.data import (
     BatchStream,
@@ -46,7 +46,7 @@ from photogenic.training.data import (
 )
 
 log = logging.getLogger(__name__)
-STATE = "training_state"
+STATE = TRAINING_STATE  # training/cli.py finds a run's state by it
 # Changing these between a run and its resume would not continue the same run.
 RESUME_FIXED = ("batch_size", "micro_batch_size", "noise_offset", "learning_rate", "lr_scheduler",
                 "lr_warmup_steps", "adam_beta1", "adam_beta2", "adam_weight_decay",
@@ -91,23 +91,6 @@ def _resolve_precision(setting: str, device_type: str) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def _atomic_dir(final: Path, write) -> None:
-    """Call write(tmp_dir) then rename tmp_dir to `final` (replacing it)."""
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -116,24 +99,25 @@ class Trainer:
                  config: TrainConfig, resume: bool = False, progress: bool = True):
         self.data_dir, self.base_model = Path(data_dir), Path(base_model)
         self.out_dir = Path(out_dir)
-        self.state_dir = self.out_dir / STATE
+        self.model_dir = ModelDir(self.out_dir)
+        self.state_dir = self.model_dir.training_state
         self.config, self.resume, self.progress = config, resume, progress
         self._check_dirs()
 
     # -- setup --
 
     def _check_dirs(self) -> None:
-        if not (self.base_model / "model_index.json").exists():
+        if not ModelDir(self.base_model).model_index.exists():
             raise TrainError(f"base model {self.base_model} is not a diffusers directory "
                              "(no model_index.json); `photogenic train --make-tiny-base DIR` "
                              "writes a tiny one for tests")
         if self.out_dir.resolve() == self.base_model.resolve():
             raise TrainError("--out must differ from --base-model")
-        has_state = (self.state_dir / "run.json").exists()
+        has_state = self.model_dir.run_info.exists()
         if has_state and not self.resume:
             raise TrainError(f"{self.out_dir} already holds a training run: pass --resume to "
                              "continue it, or choose another --out")
-        if not has_state and (self.out_dir / "model_index.json").exists():
+        if not has_state and self.model_dir.model_index.exists():
             raise TrainError(f"{self.out_dir} already holds a model that this trainer did not "
                              "write; choose another --out")
 
@@ -166,7 +150,7 @@ class Trainer:
         from transformers import AutoTokenizer, CLIPTextModel
 
         base, cfg, acc = self.base_model, self.config, self.accelerator
-        index = json.loads((base / "model_index.json").read_text())
+        index = json.loads(ModelDir(base).model_index.read_text())
         missing = [c for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
                    if c not in index]
         if missing or "text_encoder_2" in index:
@@ -226,7 +210,7 @@ class Trainer:
         self.groups = assign_buckets(self.train_set, self.buckets)
         self.stream = BatchStream(self.groups, cfg.micro_batch_size, cfg.seed)
         fingerprint = cache_fingerprint(str(self.base_model), self.resolution, self.buckets)
-        self.cache = LatentCache(self.state_dir / "cache", fingerprint)
+        self.cache = LatentCache(self.model_dir.latent_cache, fingerprint)
 
     def _fill_cache(self) -> None:
         acc = self.accelerator
@@ -367,7 +351,7 @@ class Trainer:
     # -- checkpoints --
 
     def _checkpoint_dir(self, step: int) -> Path:
-        return self.state_dir / "checkpoints" / f"step-{step:06d}"
+        return self.model_dir.checkpoint(step)
 
     def save_checkpoint(self, step: int, state: dict[str, Any]) -> None:
         import torch
@@ -390,14 +374,15 @@ class Trainer:
                 (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
 
             final = self._checkpoint_dir(step)
-            _atomic_dir(final, write)
+            with publishing(final) as tmp:
+                write(tmp)
             write_json_atomic({"checkpoint": final.name, "step": step},
-                              self.state_dir / "latest.json")
+                              self.model_dir.latest)
             self._prune_checkpoints()
         acc.wait_for_everyone()
 
     def _prune_checkpoints(self) -> None:
-        folder = self.state_dir / "checkpoints"
+        folder = self.model_dir.checkpoints
         done = sorted(p for p in folder.iterdir() if p.name.startswith("step-"))
         for old in done[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -406,10 +391,10 @@ class Trainer:
         import torch
         from safetensors.torch import load_file
 
-        latest = _read_json(self.state_dir / "latest.json")
+        latest = read_json(self.model_dir.latest, strict=True)
         if latest is None:
             return {}
-        folder = self.state_dir / "checkpoints" / latest["checkpoint"]
+        folder = self.model_dir.checkpoints / latest["checkpoint"]
         acc = self.accelerator
         acc.unwrap_model(self.unet).load_state_dict(load_file(folder / "unet.safetensors"))
         device = acc.device
@@ -428,12 +413,13 @@ class Trainer:
         if acc.is_main_process:
             with self._shipped_weights():
                 unet = acc.unwrap_model(self.unet)
-                _atomic_dir(self.state_dir / f"best-{step:06d}",
-                            lambda tmp: unet.save_pretrained(tmp, safe_serialization=True))
-            write_json_atomic({"dir": f"best-{step:06d}", "step": step, "val_loss": val_loss,
-                               "ema": self.ema is not None}, self.state_dir / "best.json")
+                with publishing(self.model_dir.best_weights(step)) as tmp:
+                    unet.save_pretrained(tmp, safe_serialization=True)
+            best = self.model_dir.best_weights(step).name
+            write_json_atomic({"dir": best, "step": step, "val_loss": val_loss,
+                               "ema": self.ema is not None}, self.model_dir.best)
             for old in self.state_dir.glob("best-*"):
-                if old.name != f"best-{step:06d}" and old.is_dir():
+                if old.name != best and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
 
@@ -441,12 +427,12 @@ class Trainer:
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.accelerator.is_main_process:
-            with open(self.state_dir / "metrics.jsonl", "a") as fh:
+            with open(self.model_dir.metrics, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
     def _truncate_metrics(self, step: int) -> None:
         # Rows past the checkpoint belong to steps the resumed run redoes.
-        path = self.state_dir / "metrics.jsonl"
+        path = self.model_dir.metrics
         if not path.exists() or not self.accelerator.is_main_process:
             return
         rows = [ln for ln in path.read_text().splitlines()
@@ -456,8 +442,8 @@ class Trainer:
     # -- the loop --
 
     def _write_run_info(self) -> None:
-        run_json = self.state_dir / "run.json"
-        saved = _read_json(run_json)
+        run_json = self.model_dir.run_info
+        saved = read_json(run_json, strict=True)
         data_fingerprint = self._data_fingerprint()
         if saved is not None:
             old = saved["config"]
@@ -558,12 +544,12 @@ class Trainer:
         acc.wait_for_everyone()
         result = TrainResult(str(self.out_dir), state["step"], state["best_step"],
                              state["best_val"], state["stopped_early"],
-                             str(self.state_dir / "metrics.jsonl"))
+                             str(self.model_dir.metrics))
         if acc.is_main_process:
-            best = _read_json(self.state_dir / "best.json")
+            best = read_json(self.model_dir.best, strict=True)
             write_pipeline(self.base_model, self.state_dir / best["dir"], self.out_dir)
-            write_json_atomic(asdict(result), self.state_dir / "result.json")
-            write_json_atomic({"ok": True}, self.state_dir / SUCCESS)
+            write_json_atomic(asdict(result), self.model_dir.result)
+            mark_success(self.state_dir)
         acc.wait_for_everyone()
         return result
 
@@ -587,21 +573,21 @@ def write_pipeline(base_model: Path, unet_dir: Path, out_dir: Path) -> None:
     Components are copied under temp names and renamed; model_index.json is written last, so a
     folder with a model_index.json is always complete.
     """
-    index = json.loads((base_model / "model_index.json").read_text())
-    (out_dir / "model_index.json").unlink(missing_ok=True)
+    index = json.loads(ModelDir(base_model).model_index.read_text())
+    ModelDir(out_dir).model_index.unlink(missing_ok=True)
     for name, spec in index.items():
         if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
             continue
         src = unet_dir if name == "unet" else base_model / name
         if src.is_dir():
-            _atomic_dir(out_dir / name, lambda tmp, s=src: shutil.copytree(s, tmp,
-                                                                           dirs_exist_ok=True))
+            with publishing(out_dir / name) as tmp:
+                shutil.copytree(src, tmp, dirs_exist_ok=True)
     # Carry the tiny model's "random weights" note: a model tuned from it is no better.
     from photogenic.training.tiny import TINY_MARKER
 
     if (base_model / TINY_MARKER).exists():
         shutil.copyfile(base_model / TINY_MARKER, out_dir / TINY_MARKER)
-    write_json_atomic(index, out_dir / "model_index.json")
+    write_json_atomic(index, ModelDir(out_dir).model_index)
 
 
 def train(data_dir: str | Path, base_model: str | Path, out_dir: str | Path,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 SUMMARY = "_summary.json"
 SUCCESS = "_SUCCESS"
+DROPPED = "_dropped"  # select's audit table of rows not selected, inside candidates/
+SELECTED_PART = "part-00000.parquet"  # select's one file of candidate rows
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,12 @@ class RunDir:
 
     @property
     def dropped(self) -> Path:
-        return self.candidates / "_dropped"
+        return self.candidates / DROPPED
+
+    @property
+    def select_scratch(self) -> Path:
+        """DuckDB's spill folder while select runs; only ever exists under a build name."""
+        return self.root / "select-scratch"
 
     # -- review ------------------------------------------------------------------------------
     @property
@@ -100,3 +107,104 @@ class RunDir:
 
     def __fspath__(self) -> str:
         return str(self.root)
+
+
+@dataclass(frozen=True)
+class ExportDir:
+    """An export folder (RUN/export, or any --out): the formats training and eval read."""
+
+    root: Path
+
+    @property
+    def webdataset(self) -> Path:
+        return self.root / "webdataset"
+
+    @property
+    def imagefolder(self) -> Path:
+        return self.root / "imagefolder"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def lineage(self) -> Path:
+        return self.root / "lineage.json"
+
+
+TRAINING_STATE = "training_state"
+METADATA = "metadata.jsonl"  # an imagefolder split's captions and keys, one JSON line per image
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A diffusers pipeline folder (RUN/model, a base model) and, for a model this project
+    trained, the trainer's state under it (see training/trainer.py)."""
+
+    root: Path
+
+    @property
+    def model_index(self) -> Path:
+        return self.root / "model_index.json"
+
+    @property
+    def unet(self) -> Path:
+        return self.root / "unet"
+
+    @property
+    def training_state(self) -> Path:
+        return self.root / TRAINING_STATE
+
+    @property
+    def run_info(self) -> Path:
+        return self.training_state / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.training_state / "metrics.jsonl"
+
+    @property
+    def latent_cache(self) -> Path:
+        return self.training_state / "cache"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.training_state / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}"
+
+    @property
+    def latest(self) -> Path:
+        """Which checkpoint to resume from."""
+        return self.training_state / "latest.json"
+
+    def best_weights(self, step: int) -> Path:
+        return self.training_state / f"best-{step:06d}"
+
+    @property
+    def best(self) -> Path:
+        """Which best-N folder holds the best weights."""
+        return self.training_state / "best.json"
+
+    @property
+    def result(self) -> Path:
+        return self.training_state / "result.json"
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """An eval output folder (RUN/eval, or any --out)."""
+
+    root: Path
+
+    def images(self, tag: str) -> Path:
+        return self.root / "images" / tag
+
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs.parquet"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"

@@ -3,6 +3,8 @@ issue puts fsspec behind these same functions). Atomic, rerunnable outputs: temp
 rename, then a marker."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import shutil
@@ -58,16 +60,44 @@ def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
 
 
 def replace_dir(tmp: str | Path, final: str | Path) -> None:
-    """Publish a finished directory: the old one moves aside, the new one is renamed in, the old
-    one is removed. Readers see the old or the new directory, never a half-built one."""
+    """Publish a finished directory: the new one takes the old one's place, the old one is
+    removed. Readers see the old or the new directory, never a half-built one (and on Linux never
+    a moment without one: the two are swapped in one rename)."""
     tmp, final = Path(tmp), Path(final)
+    if final.exists() and _exchange(tmp, final):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old directory
+        return
     old = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        old = build_name(final, "old")
         final.rename(old)
     tmp.rename(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc without it
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two existing paths atomically (Linux renameat2 RENAME_EXCHANGE). False where the
+    system or file system cannot; the caller then renames in two steps, which reports any real
+    error (permissions, a vanished folder) itself."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
 
 
 def stable_id(path: str | Path) -> str:

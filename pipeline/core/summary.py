@@ -3,9 +3,10 @@
     {"stage": "select", "input_fingerprint": "...", "counts": {"in": N, "out": M,
      "by_reason": {...}}, "seconds": 1.2, "config": {...}, "details": {...}}
 
-Resume, incremental runs and the report read summaries through `read_summary`, never a stage's
-private files. `details` holds what only that stage has (select's per-concept quotas, ...).
-`seconds` is kept out of what identical reruns compare (`comparable`).
+Resume, incremental runs and the report read summaries through `read_summary` (or `read_details`
+for a stage's own part), never a stage's private files. `details` holds what only that stage has
+(select's per-concept quotas, ...). `seconds` is null where reruns must write identical files
+(select keeps its timings in run_select's return value).
 """
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from photogenic.pipeline.core.layout import RunDir
+from photogenic.pipeline.core.runio import read_json, write_json_atomic
 
 
 @dataclass
@@ -54,18 +58,22 @@ def fingerprint(*parts: Any) -> str:
 
 
 def write_summary(directory: str | Path, summary: StageSummary) -> Path:
-    from photogenic.pipeline.core.layout import RunDir
-    from photogenic.pipeline.core.runio import write_json_atomic
-
     return write_json_atomic(summary.to_json(), RunDir.summary(Path(directory)))
 
 
 def read_summary(directory: str | Path) -> StageSummary | None:
     """The stage summary in `directory`, or None when the stage has not written one."""
-    from photogenic.pipeline.core.layout import RunDir
-    from photogenic.pipeline.core.runio import read_json
-
     data = read_json(RunDir.summary(Path(directory)))
     if not isinstance(data, dict) or "stage" not in data or "counts" not in data:
         return None
     return StageSummary.from_json(data)
+
+
+def read_details(directory: str | Path) -> dict[str, Any]:
+    """The stage's own summary (`details`) in `directory`; {} when there is none. A summary
+    written before the one shape (select's dict at the top level) reads as its details."""
+    summary = read_summary(directory)
+    if summary is not None:
+        return summary.details
+    data = read_json(RunDir.summary(Path(directory)))
+    return data if isinstance(data, dict) else {}

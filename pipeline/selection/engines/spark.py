@@ -1,4 +1,4 @@
-"""Spark engine of `photogenic select`: the same SQL as DuckDB (pipeline/select.py) via spark.sql."""
+"""Spark engine of `photogenic select`: the same SQL as DuckDB (selection/sql.py) via spark.sql."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from photogenic.pipeline.core.config import Config
-from photogenic.pipeline.selection.stage import Dialect
 
 
-class SparkDialect(Dialect):
+class SparkDialect:
     name = "spark"
 
     def xor(self, a: str, b: str) -> str:

@@ -1,0 +1,273 @@
+"""The selection plan of `photogenic select`, over any engine (engines/base.py):
+
+  1. passed rows; concept null/empty -> 'other'; engagement score per row.
+  2. exact dedup: one row per sha256, the most engaging (ties: smallest key).
+  3. near dedup: pHash pairs within Hamming distance found by banding (dedup.py), grouped into
+     connected components; one row per component, the most engaging.
+  4. optional minimum engagement.
+  5. balance: per-concept quotas (water-filling over weights, capped by availability, leftover
+     redistributed) filled by engagement rank; or MetaCLIP-style sampling, keep with
+     probability t / max(count, t) decided by a seeded hash of the key.
+
+Every choice is a function of the data, the config and the seed, never of an engine's RNG or
+partitioning, so every engine returns the same rows.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from photogenic.pipeline.core.config import ConfigError, SelectConfig
+from photogenic.pipeline.core.layout import DROPPED, SELECTED_PART
+from photogenic.pipeline.core.runio import write_parquet_atomic
+from photogenic.pipeline.selection import sql
+from photogenic.pipeline.selection.dedup import band_flips, components, probe_radius
+from photogenic.pipeline.selection.engines.base import Engine
+from photogenic.pipeline.selection.sql import HASH_BITS
+
+log = logging.getLogger(__name__)
+
+
+class SelectError(RuntimeError):
+    pass
+
+
+# --- balance: quotas and sampling thresholds ----------------------------------------------------
+
+
+def allocate_quotas(counts: dict[str, int], weights: dict[str, float], target: int) -> tuple[dict[str, int], dict[str, float]]:
+    """Integer quota per concept: water-filling of `target` over weights, capped by counts.
+
+    Concepts capped at their count free their share for the others (repeated until none is
+    capped); the real-valued shares are then rounded by largest remainder (ties: concept name),
+    so each quota is within one row of its real share and they sum to min(target, available).
+    Returns (integer quotas, real shares).
+    """
+    weight = {c: float(weights.get(c, 1.0)) for c in counts}
+    bad = [c for c, w in weight.items() if w < 0 or math.isnan(w)]
+    if bad:
+        raise ConfigError(f"select.concept_weights must be >= 0: {bad}")
+    share = {c: 0.0 for c in counts}
+    active = sorted(c for c in counts if counts[c] > 0 and weight[c] > 0)
+    remaining = float(min(target, sum(counts[c] for c in active)))
+    while active and remaining > 0:
+        total_w = sum(weight[c] for c in active)
+        capped = [c for c in active if remaining * weight[c] / total_w >= counts[c]]
+        if not capped:
+            for c in active:
+                share[c] = remaining * weight[c] / total_w
+            break
+        for c in capped:
+            share[c] = float(counts[c])
+            remaining -= counts[c]
+        active = [c for c in active if c not in capped]
+    quota = {c: min(counts[c], math.floor(share[c] + 1e-9)) for c in counts}
+    total = int(round(sum(share.values())))
+    short = total - sum(quota.values())
+    order = sorted((c for c in counts if quota[c] < counts[c] and share[c] > 0), key=lambda c: (-(share[c] - quota[c]), c))
+    for c in order[: max(short, 0)]:
+        quota[c] += 1
+    return quota, share
+
+
+def metaclip_thresholds(counts: dict[str, int], t: float) -> dict[str, int]:
+    """Per-concept integer threshold on the 60-bit sample hash: keep if hash < threshold."""
+    out = {}
+    for concept, n in counts.items():
+        p = 1.0 if n <= t else t / n
+        out[concept] = min(1 << HASH_BITS, int(p * (1 << HASH_BITS)))
+    return out
+
+
+def metaclip_level(counts: dict[str, int], target: int) -> float:
+    """t such that sum(min(count, t)) == target: the expected total equals the target."""
+    _, share = allocate_quotas(counts, {}, target)
+    uncapped = [share[c] for c in counts if 0 < share[c] < counts[c]]
+    return max(uncapped) if uncapped else float(max(counts.values(), default=1))
+
+
+# --- the plan ------------------------------------------------------------------------------
+
+
+def _counts(table: pa.Table) -> dict[str, int]:
+    return {r["concept"]: int(r["n"]) for r in table.to_pylist()}
+
+
+class _StepTimer:
+    """Wraps an engine so each materialize/fetch is logged with its wall time (-v shows it)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.seconds: dict[str, float] = {}
+
+    def __getattr__(self, name):
+        method = getattr(self.engine, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                label = f"{name}:{args[0] if args and isinstance(args[0], str) and len(args[0]) < 40 else ''}"
+                elapsed = time.perf_counter() - started
+                self.seconds[label] = self.seconds.get(label, 0.0) + elapsed
+                log.info("select step %s %.2fs", label, elapsed)
+
+        return timed
+
+
+def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_dir: Path) -> tuple[dict, dict]:
+    """Runs the selection on `engine`; writes the candidates (and the audit) into out_dir, the
+    candidates folder being built.
+    Returns (select's summary, seconds per step)."""
+    engine = _StepTimer(engine)
+    d = engine.dialect
+    stats = engine.fetch(sql.stats_sql()).to_pylist()[0]
+    if stats["passed_rows"] - stats["null_keys"] != stats["passed_keys"]:
+        raise SelectError("scores hold duplicate keys among passed rows: the key must be unique per row")
+    method, prior = _engagement_method(cfg, stats)
+    engine.materialize("base", sql.base_sql(d, sql.engagement_sql(cfg, method, prior), seed))
+    engine.materialize("exact", sql.EXACT_SQL)
+    engine.view("uniq", sql.UNIQ_SQL)
+
+    engine.materialize("phash_values", sql.PHASH_VALUES_SQL)
+    engine.materialize("phash_bands", sql.band_rows_sql(d, cfg.near_dup_bands))
+    engine.register("band_flips", band_flips(cfg.near_dup_bands, cfg.near_dup_hamming))
+    engine.view("phash_probes", sql.probes_sql(d))
+    edges = engine.fetch(sql.edges_sql(d, cfg.near_dup_hamming))
+    repeated = engine.fetch(sql.REPEATED_PHASH_SQL).column("p")
+    engine.register("near_map", _near_map(edges, repeated))
+    engine.drop("phash_bands")
+    engine.materialize("near", sql.NEAR_SQL)
+    engine.view("kept", sql.kept_sql(cfg))
+
+    before = _counts(engine.fetch(sql.CONCEPT_COUNTS_SQL))
+    after = engine.fetch(sql.dedup_counts_sql(cfg)).to_pylist()
+    after_dedup = {c: 0 for c in before} | {r["concept"]: r["after_dedup"] for r in after}
+    available = {c: 0 for c in before} | {r["concept"]: r["available"] for r in after}
+    n_exact = sum(before.values()) - sum(r["uniq"] for r in after)
+    n_near = sum(r["uniq"] for r in after) - sum(after_dedup.values())
+    limits, balance_info = _limits(cfg, available, target)
+    engine.register("limits", limits)
+    engine.materialize("ranked", sql.ranked_sql(d, cfg, seed))
+    selected = _conform(engine.fetch(sql.final_sql(cfg)), sql.CANDIDATE_SCHEMA)
+    write_parquet_atomic(selected, out_dir / SELECTED_PART)
+    if cfg.audit:
+        engine.write_parquet(sql.dropped_sql(cfg), out_dir / DROPPED, sql.DROPPED_SCHEMA)
+
+    summary = _summary(
+        cfg, stats, method, prior, before, after_dedup, available, balance_info, selected,
+        n_exact, n_near, edges.num_rows, target, seed,
+    )
+    return summary, {k: round(v, 3) for k, v in engine.seconds.items()}
+
+
+def dropped_by_reason(cfg: SelectConfig, summary: dict[str, Any]) -> dict[str, int]:
+    """Rows of `scores` that did not become candidates, by reason (the reasons of _dropped/, plus
+    rows that failed the filters or have no key); with the selected rows they add up to the input."""
+    concepts = summary["concepts"].values()
+    after_dedup = sum(c["after_dedup"] for c in concepts)
+    available = sum(c["available"] for c in concepts)
+    passed_with_key = sum(c["passed"] for c in concepts)
+    reasons = {
+        "not_passed": summary["input"]["rows"] - summary["input"]["passed"],
+        "null_key": summary["input"]["passed"] - passed_with_key,
+        "exact_duplicate": summary["duplicates_removed"]["exact"],
+        "near_duplicate": summary["duplicates_removed"]["near"],
+    }
+    if cfg.min_engagement is not None:
+        reasons["below_min_engagement"] = after_dedup - available
+    reasons["not_sampled" if cfg.balance == "metaclip" else "over_quota"] = available - summary["selected"]
+    return reasons
+
+
+def _engagement_method(cfg: SelectConfig, stats: dict[str, Any]) -> tuple[str, float]:
+    method = cfg.engagement
+    if method != "likes" and not stats["rows_with_views"]:
+        log.warning("no passed row has views: engagement falls back to likes")
+        return "likes", 0.0
+    if method == "bayes" and cfg.bayes_prior_rate is not None:
+        return method, float(cfg.bayes_prior_rate)
+    if stats["sum_views"]:
+        return method, int(stats["sum_likes"]) / int(stats["sum_views"])
+    return method, 0.0
+
+
+def _near_map(edges: pa.Table, repeated: pa.ChunkedArray) -> pa.Table:
+    comp = components(edges.select(["p1", "p2"]).cast(pa.schema([("p1", pa.int64()), ("p2", pa.int64())])))
+    in_edges = pc.is_in(repeated, value_set=comp.column("phash")) if comp.num_rows else None
+    alone = repeated if in_edges is None else pc.filter(repeated, pc.invert(in_edges))
+    alone = alone.cast(pa.int64())
+    solo = pa.table({"phash": alone, "root": alone})
+    return pa.concat_tables([comp, solo.cast(comp.schema)]).combine_chunks()
+
+
+def _limits(cfg: SelectConfig, available: dict[str, int], target: int) -> tuple[pa.Table, dict[str, Any]]:
+    concepts = sorted(available)
+    if cfg.balance == "metaclip":
+        t = float(cfg.metaclip_t) if cfg.metaclip_t is not None else metaclip_level(available, target)
+        thresholds = metaclip_thresholds(available, t)
+        table = pa.table({"concept": concepts, "threshold": pa.array([thresholds[c] for c in concepts], pa.int64())})
+        return table, {"rule": "metaclip", "t": t, "keep_probability": {c: min(1.0, t / max(available[c], 1)) for c in concepts}}
+    quota, share = allocate_quotas(available, cfg.concept_weights, target)
+    table = pa.table({"concept": concepts, "quota": pa.array([quota[c] for c in concepts], pa.int64())})
+    return table, {"rule": "quota", "quota": quota, "share": {c: round(share[c], 6) for c in concepts}}
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return table.select(schema.names).cast(schema).combine_chunks()
+
+
+def _summary(cfg, stats, method, prior, before, after_dedup, available, balance_info, selected,
+             n_exact, n_near, n_edges, target, seed) -> dict[str, Any]:
+    after = {c: 0 for c in before}
+    cutoff: dict[str, float | None] = {c: None for c in before}
+    if selected.num_rows:
+        grouped = selected.group_by("concept").aggregate([("engagement", "min"), ("key", "count")])
+        for row in grouped.to_pylist():
+            after[row["concept"]] = row["key_count"]
+            cutoff[row["concept"]] = row["engagement_min"]
+    concepts = {
+        c: {
+            "passed": before[c],
+            "after_dedup": after_dedup.get(c, 0),
+            "available": available[c],
+            "selected": after[c],
+            "engagement_cutoff": cutoff[c],
+        }
+        for c in sorted(before)
+    }
+    return {
+        "target": target,
+        "seed": seed,
+        "input": {"rows": stats["total_rows"], "passed": stats["passed_rows"]},
+        "selected": selected.num_rows,
+        "duplicates_removed": {"exact": n_exact, "near": n_near},
+        "near_dup_search": {
+            "hamming": cfg.near_dup_hamming,
+            "bands": cfg.near_dup_bands,
+            "probe_radius": probe_radius(cfg.near_dup_bands, cfg.near_dup_hamming),
+            "complete": True,
+            "verified_pairs": n_edges,
+        },
+        "engagement": {
+            "method": method,
+            "configured": cfg.engagement,
+            "prior_rate": prior if method == "bayes" else None,
+            "prior_views": cfg.bayes_prior_views if method == "bayes" else None,
+            "rows_with_views": stats["rows_with_views"],
+            "min_engagement": cfg.min_engagement,
+        },
+        "balance": balance_info,
+        "concepts": concepts,
+        "counts_before": {c: v["passed"] for c, v in concepts.items()},
+        "counts_after": {c: v["selected"] for c, v in concepts.items()},
+        "engagement_cutoff": {c: v["engagement_cutoff"] for c, v in concepts.items()},
+    }
