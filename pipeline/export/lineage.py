@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from photogenic.pipeline.core.summary import read_details
 from photogenic.pipeline.core.layout import SUMMARY, RunDir
 from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, read_json
 from photogenic.pipeline.export.samples import Written
@@ -114,7 +115,7 @@ def build_lineage(run: RunDir, stage: str, config, written: Written, root: Path,
                    "splits": written.splits, "skipped": len(written.skipped),
                    "read_from_stage": written.read},
         "skipped": [s.to_lineage() for s in written.skipped],
-        "candidates_summary": read_json(RunDir.summary(run.candidates)),
+        "candidates_summary": read_details(run.candidates) or None,
         "files": file_hashes(root),
     }
 

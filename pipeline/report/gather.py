@@ -23,7 +23,7 @@ import duckdb
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import CorruptFile, committed_parquet, is_complete, sql_quote
 from photogenic.pipeline.core.runio import read_json as read_run_json
-from photogenic.pipeline.core.summary import StageSummary, read_summary
+from photogenic.pipeline.core.summary import StageSummary, read_details, read_summary
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +238,7 @@ class Context:
 
 def select_details(run: RunDir) -> dict[str, Any]:
     """Select's own counts: `details` of its stage summary, or its older private _summary.json."""
-    summary = read_summary(run.candidates)
-    if summary is not None:
-        return summary.details
-    data = read_json(RunDir.summary(run.candidates))
-    return data if isinstance(data, dict) else {}
+    return read_details(run.candidates)
 
 
 def _filter_summary_config(run: RunDir) -> dict[str, Any] | None:
