@@ -110,6 +110,10 @@ class AestheticFilter(BaseFilter):
         head: str | None = None  # path to a LAION-format .pth/.safetensors; None: skipped
         min_score: float | None = None
 
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"aesthetic_head": section.get("head")}
+
     def __init__(self, head: str | None = None, min_score: float | None = None):
         if not head:
             raise FilterSkipped(

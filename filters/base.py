@@ -125,6 +125,12 @@ class BaseFilter:
     def bind_embedder(self, embedder: Any) -> None:
         pass
 
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        """The models behind this filter's scores, for the export's lineage.json, from its recorded
+        `[filters.NAME]` table and the installed package versions."""
+        return {}
+
     @property
     def pixel_size(self) -> int:
         return 0

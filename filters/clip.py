@@ -260,6 +260,10 @@ class ClipFilter(BaseFilter):
         batch_size: int = 32
         device: str = "auto"
 
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"clip": {"model": section.get("model"), "pretrained": section.get("pretrained")}}
+
     def __init__(self, model: str = TINY_RANDOM, pretrained: str | None = None, min_score: float | None = None,
                  min_score_fraction: float | None = None, batch_size: int = 32, device: str = "auto"):
         if min_score is not None and min_score_fraction is not None:

@@ -222,6 +222,10 @@ class OcrFilter(BaseFilter):
         min_text_score: float = 0.5  # recognised lines below this confidence are ignored
         batch_size: int = 8  # text lines per recognition batch
 
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"ocr": f"{section.get('engine', 'rapidocr')} {versions.get('rapidocr_onnxruntime', '?')}"}
+
     def __init__(self, max_words: int = 5, engine: str = "rapidocr", det_size: int = 640, rec_size: int = 1024,
                  min_text_score: float = 0.5, batch_size: int = 8):
         if engine not in ENGINES:

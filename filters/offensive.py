@@ -122,6 +122,10 @@ class OffensiveFilter(BaseFilter):
         detector_size: int = 320
         batch_size: int = 16
 
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"nsfw": f"nudenet {versions.get('nudenet', '?')} (320n.onnx)"}
+
     def __init__(self, max_nsfw: float = 0.5, terms_file: str | None = None, detector_size: int = 320,
                  batch_size: int = 16):
         self.max_nsfw, self.detector_size, self.batch_size = max_nsfw, detector_size, batch_size

@@ -51,6 +51,10 @@ SCORE_TAIL = pa.schema(
 )
 
 
+# Fixed columns a filter may declare too (the cascade fills them whether or not it runs).
+SHARED_COLUMNS = {"aspect"}  # geometry's
+
+
 class SchemaConflict(ValueError):
     pass
 
@@ -62,10 +66,14 @@ def score_schema(registry: Registry) -> pa.Schema:
     for name, dtype in registry.columns().items():
         if name not in fixed:
             extra.append(pa.field(name, dtype))
-        elif fixed[name] != dtype:
-            raise SchemaConflict(f"filter column {name!r} is {dtype}, but the score table's own {name!r} is "
-                                 f"{fixed[name]}")
+        elif name not in SHARED_COLUMNS or fixed[name] != dtype:
+            raise SchemaConflict(f"filter {owner(registry, name)!r} declares column {name!r}, which the score "
+                                 f"table has of its own ({fixed[name]}): give it another name")
     return pa.schema([*SCORE_HEAD, *extra, *SCORE_TAIL])
+
+
+def owner(registry: Registry, column: str) -> str:
+    return next(cls.name for cls in registry if column in cls.columns)
 
 
 def reject_reasons(registry: Registry) -> tuple[str, ...]:

@@ -28,22 +28,16 @@ from photogenic.pipeline.core.schema import score_schema
 log = logging.getLogger(__name__)
 
 
-def section_of(config: Config, name: str):
-    """The validated `[filters.NAME]` table (its defaults if the config's class predates the filter)."""
-    section = getattr(config.filters, name, None)
-    return section if section is not None else config.registry.sections()[name]()
-
-
 def build_filter(config: Config, name: str) -> BaseFilter:
     """One filter, built from its `[filters.NAME]` table (whether enabled or not)."""
-    return config.registry.get(name)(**constructor_kwargs(section_of(config, name)))
+    return config.registry.get(name)(**constructor_kwargs(getattr(config.filters, name)))
 
 
 def build_filters(config: Config) -> tuple[list[BaseFilter], dict[str, str]]:
     """Enabled filters in cascade order, and {name: why} for those skipped."""
     built, skipped = [], {}
     for cls in config.registry.configurable:
-        if not section_of(config, cls.name).enabled:
+        if not getattr(config.filters, cls.name).enabled:
             skipped[cls.name] = "disabled in config"
             continue
         try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from photogenic.filters.registry import ENTRY_POINT_GROUP, PluginError, Registry, builtin_registry, resolve
 from photogenic.pipeline.core.config.base import Section
+from photogenic.pipeline.core.schema import SchemaConflict, score_schema
 from photogenic.pipeline.core.config.review import ReviewConfig
 from photogenic.pipeline.core.config.training import EvalConfig, ExportConfig, TrainConfig
 
@@ -133,8 +134,10 @@ def _plugin_specs(data: dict[str, Any]) -> list[str]:
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Resolve the filter plugins (`[job] plugins` + entry points), then validate everything."""
     try:
-        model = config_model(resolve(_plugin_specs(data)))
-    except PluginError as err:
+        registry = resolve(_plugin_specs(data))
+        score_schema(registry)  # a plugin column that clashes with the score table's own
+        model = config_model(registry)
+    except (PluginError, SchemaConflict) as err:
         raise ConfigError(f"invalid config {source}:\n  job.plugins: {err}") from None
     try:
         return model.model_validate(data)
