@@ -62,14 +62,20 @@ HISTOGRAMS = {
 
 
 @pytest.fixture
-def plugin(tmp_path, monkeypatch):
+def fresh_registry(monkeypatch):
+    """Resolved plugins and entry points forgotten before and after (torn down before monkeypatch)."""
+    registry.clear_cache()
+    yield monkeypatch
+    registry.clear_cache()
+
+
+@pytest.fixture
+def plugin(tmp_path, fresh_registry):
     """A plugin module written outside the project, importable under a name of its own."""
     module = f"photogenic_test_plugin_{uuid.uuid4().hex[:8]}"
-    monkeypatch.syspath_prepend(str(write_plugin(tmp_path / "plugins", module)))
-    registry.clear_cache()
+    fresh_registry.syspath_prepend(str(write_plugin(tmp_path / "plugins", module)))
     yield module
     sys.modules.pop(module, None)
-    registry.clear_cache()
 
 
 def with_plugin(spec: str, filters: dict | None = None) -> Config:
@@ -195,7 +201,7 @@ def test_the_fingerprint_of_the_filter_job_covers_plugins(plugin):
     assert job_fingerprint(with_plugin(f"{plugin}:WordFilter", {"wordy": {"max_len": 9}}), False) != wordy
 
 
-def test_entry_points_are_discovered_and_configured_like_builtins(plugin, monkeypatch):
+def test_entry_points_are_discovered_and_configured_like_builtins(plugin, fresh_registry):
     real = importlib.metadata.entry_points
 
     def entry_points(**select):
@@ -204,7 +210,8 @@ def test_entry_points_are_discovered_and_configured_like_builtins(plugin, monkey
                 name="wordy", value=f"{plugin}:WordFilter", group=registry.ENTRY_POINT_GROUP)])
         return real(**select)
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    fresh_registry.setattr(importlib.metadata, "entry_points", entry_points)
+    registry.clear_cache()
     assert registry.entry_point_specs() == (f"{plugin}:WordFilter",)
     config = parse_config({"filters": {"wordy": {"words": ["dog"]}}})  # no [job] plugins needed
     assert config.filters.wordy.words == ["dog"]
@@ -215,13 +222,11 @@ def test_entry_points_are_discovered_and_configured_like_builtins(plugin, monkey
     assert [c.name for c in both.registry.configurable].count("wordy") == 1
 
 
-def test_a_broken_entry_point_names_its_group(monkeypatch):
+def test_a_broken_entry_point_names_its_group(fresh_registry):
     def entry_points(**select):
         return importlib.metadata.EntryPoints([importlib.metadata.EntryPoint(
             name="broken", value="photogenic_no_such_module_xyz:F", group=registry.ENTRY_POINT_GROUP)])
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
-    registry.clear_cache()
+    fresh_registry.setattr(importlib.metadata, "entry_points", entry_points)
     with pytest.raises(ConfigError, match=r"entry point group 'photogenic.filters'.*cannot import module"):
         parse_config({})
-    registry.clear_cache()

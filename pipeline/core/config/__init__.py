@@ -125,7 +125,8 @@ UNKNOWN_FILTER_HINT = (" (no such filter: a plugin's table needs the plugin in [
 def _plugin_specs(data: dict[str, Any]) -> list[str]:
     # Read before validation, which needs the plugins' tables; a malformed value is left for the
     # model to report with the rest.
-    plugins = (data.get("job") or {}).get("plugins") if isinstance(data.get("job"), dict) else None
+    job = data.get("job")
+    plugins = job.get("plugins") if isinstance(job, dict) else None
     if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
         return plugins
     return []
