@@ -99,6 +99,10 @@ class Cascade:
             filters, self.skipped = build_filters(config)
         else:
             self.skipped = {}
+            unregistered = [f.name for f in filters if not set(f.columns) <= set(self.schema.names)]
+            if unregistered:
+                raise ValueError(f"filters {unregistered} are not registered in this config (plugins go in "
+                                 "[job] plugins): their columns have no place in the score table")
         self.filters = filters
         geo = config.filters.geometry
         self.max_pixels, self.max_bytes = geo.max_pixels, geo.max_bytes
@@ -213,10 +217,14 @@ class Cascade:
             if not idx:
                 continue
             result = self._run_filter(f, [samples[i] for i in idx])
+            written = [col for col in result.scores if not col.startswith("_")]
+            undeclared = [col for col in written if col not in f.columns]
+            if undeclared:  # would be lost: the score table has the declared columns only
+                raise TypeError(f"filter {f.name!r} returned columns {undeclared} it does not declare in `columns` "
+                                "(prefix a column with '_' to keep it out of the scores)")
             for j, i in enumerate(idx):
-                for col, values in result.scores.items():
-                    if not col.startswith("_") and col in out:
-                        out[col][i] = values[j]
+                for col in written:
+                    out[col][i] = result.scores[col][j]
                 if j in result.errors:
                     readable[i] = False
                     fail(i, "unreadable", f"{f.name}: {result.errors[j]}")

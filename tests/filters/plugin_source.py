@@ -69,6 +69,16 @@ class Crashy(BaseFilter):
         return {"crashy_len": [len(s.caption or "") for s in samples]}
 
 
+class Undeclared(BaseFilter):
+    """Returns a column it does not declare."""
+
+    name = "undeclared"
+    reject_reason = "undeclared"
+
+    def score(self, samples: list[Sample]) -> dict[str, list]:
+        return {"surprise": [1] * len(samples)}
+
+
 class NotAFilter:
     name = "nope"
 

@@ -34,23 +34,38 @@ def plugin_dir(tmp_path, monkeypatch):
     registry.clear_cache()
 
 
+def pool_batch(captions: dict[str, str]) -> pa.RecordBatch:
+    image = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(image, "JPEG")
+    rows = [{"key": k, "caption": c, "image": image.getvalue(), "source": k, "shard": "s", "width": None,
+             "height": None, "likes": None, "views": None, "meta": None, "read_error": None}
+            for k, c in captions.items()]
+    return pa.RecordBatch.from_pylist(rows, schema=POOL_SCHEMA)
+
+
 def test_a_filter_crash_on_one_image_makes_that_row_unreadable(plugin_dir):
     _, module = plugin_dir
     config = parse_config({"job": {"plugins": [f"{module}:Crashy"]},
                            "filters": {n: {"enabled": False} for n in ("offensive", "ocr", "clip", "aesthetic",
                                                                        "concepts", "geometry", "technical")}})
-    image = io.BytesIO()
-    Image.new("RGB", (64, 48), "teal").save(image, "JPEG")
-    rows = [{"key": k, "caption": c, "image": image.getvalue(), "source": k, "shard": "s", "width": None, "height": None,
-             "likes": None, "views": None, "meta": None, "read_error": None}
-            for k, c in [("ok", "a quiet lake"), ("bad", "boom goes the caption"), ("ok2", "two words")]]
     cascade = Cascade(config, filters=[config.registry.get("crashy")()])
-    out = {r["key"]: r for r in cascade.process(pa.RecordBatch.from_pylist(rows, schema=POOL_SCHEMA)).to_pylist()}
+    batch = pool_batch({"ok": "a quiet lake", "bad": "boom goes the caption", "ok2": "two words"})
+    out = {r["key"]: r for r in cascade.process(batch).to_pylist()}
     assert out["bad"]["reject_reason"] == "unreadable"
     assert out["bad"]["reject_detail"] == "crashy: RuntimeError: boom in caption"
     assert out["bad"]["crashy_len"] is None
     assert (out["ok"]["passed"], out["ok"]["crashy_len"]) == (True, len("a quiet lake"))
     assert out["ok2"]["crashy_len"] == len("two words")
+
+
+def test_a_filter_must_be_registered_and_declare_its_columns(plugin_dir):
+    _, module = plugin_dir
+    with pytest.raises(ValueError, match=r"filters \['crashy'\] are not registered in this config"):
+        Cascade(parse_config({}), filters=[parse_config({"job": {"plugins": [f"{module}:Crashy"]}}).registry.get("crashy")()])
+    config = parse_config({"job": {"plugins": [f"{module}:Undeclared"]}})
+    cascade = Cascade(config, filters=[config.registry.get("undeclared")()])
+    with pytest.raises(TypeError, match=r"filter 'undeclared' returned columns \['surprise'\] it does not declare"):
+        cascade.process(pool_batch({"k": "a caption"}))
 
 
 @pytest.mark.slow
