@@ -8,7 +8,7 @@ WORD_FILTER = '''
 from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
 
@@ -54,6 +54,22 @@ class NoConfigFilter(BaseFilter):
 
     def score(self, samples: list[Sample]) -> dict[str, list]:
         return {"bare_score": [self.scale] * len(samples)}
+
+
+class PlainModelFilter(BaseFilter):
+    """Its config is a plain pydantic model (extra keys ignored, no `enabled`): made strict for it."""
+
+    name = "plainmodel"
+    reject_reason = "plainmodel"
+
+    class Config(BaseModel):
+        level: int = 1
+
+    def __init__(self, level: int = 1):
+        self.level = level
+
+    def score(self, samples: list[Sample]) -> dict[str, list]:
+        return {}
 
 
 class Crashy(BaseFilter):

@@ -164,6 +164,15 @@ def test_plugin_without_a_config_model_gets_its_table_as_keyword_arguments(plugi
         with_plugin(f"{plugin}:NoConfigFilter", {"bare": {"scael": 2.5}})
 
 
+def test_a_plain_pydantic_config_model_is_made_strict_and_switchable(plugin):
+    spec = f"{plugin}:PlainModelFilter"
+    assert with_plugin(spec, {"plainmodel": {"level": 3}}).filters.plainmodel.level == 3
+    with pytest.raises(ConfigError, match="unknown key 'filters.plainmodel.levle'"):
+        with_plugin(spec, {"plainmodel": {"levle": 3}})
+    _, skipped = build_filters(with_plugin(spec, {"plainmodel": {"enabled": False}}))
+    assert skipped["plainmodel"] == "disabled in config"
+
+
 def test_a_table_for_no_known_filter_is_an_error_that_says_how_plugins_are_named():
     with pytest.raises(ConfigError, match=r"unknown key 'filters.wordy' \(no such filter: a plugin's table "
                                           r"needs the plugin in \[job\] plugins"):
