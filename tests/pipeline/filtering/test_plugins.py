@@ -103,6 +103,12 @@ def test_plugin_filter_through_the_cli_and_spark_to_the_report(plugin_dir, sampl
     figure = re.search(r'<figure data-hist="plugin_caption_len".*?</figure>', html, re.S)
     assert figure and "max_len = 200" in figure.group(0)
 
+    # The stages after filter take the plugin run as they take any other.
+    run_cli("select", "--run", run, "--config", config, env=env)
+    kept = db.execute("SELECT count(*) FROM read_parquet(?) WHERE reject_reason = 'plugin_words'",
+                      [[str(p) for p in (run / "candidates").glob("*.parquet")]]).fetchone()[0]
+    assert kept == 0
+
 
 def test_filter_refuses_a_plugin_it_cannot_import(sample_pool, tmp_path):
     config = tmp_path / "bad.toml"
