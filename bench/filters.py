@@ -37,8 +37,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from PIL import Image  # noqa: E402
 
 from photogenic.filters.base import Sample  # noqa: E402
-from photogenic.pipeline.filtering.cascade import Cascade  # noqa: E402
-from photogenic.pipeline.core.config import Config  # noqa: E402
+from photogenic.pipeline.filtering.cascade import Cascade, build_filter  # noqa: E402
+from photogenic.pipeline.core.config import Config, parse_config  # noqa: E402
 from photogenic.pipeline.pool.readers import discover_shards, read_shard  # noqa: E402
 
 
@@ -87,14 +87,11 @@ def fresh(samples: list[Sample]) -> list[Sample]:
 def per_filter_costs(rows: list[dict], limit: int, tmp: Path) -> dict:
     import torch
 
-    from photogenic.filters.aesthetic import AestheticFilter, build_head
-    from photogenic.filters.clip import ClipEmbedder, ClipFilter
-    from photogenic.filters.concepts import ConceptFilter
-    from photogenic.filters.ocr import OcrFilter
-    from photogenic.filters.offensive import OffensiveFilter
+    from photogenic.filters.aesthetic import build_head
+    from photogenic.filters.clip import ClipEmbedder
 
     config = Config()
-    ocr = OcrFilter(**config.filters.ocr.model_dump(exclude={"enabled"}))
+    ocr = build_filter(config, "ocr")
     samples = decoded_samples(rows, ocr.pixel_size, limit)
     n = len(samples)
     torch.manual_seed(0)
@@ -109,7 +106,7 @@ def per_filter_costs(rows: list[dict], limit: int, tmp: Path) -> dict:
                          "images": n, **({"note": note} if note else {})}
         print(f"  {name:24s} {ms:9.2f} ms/image  {1000 / ms if ms else float('inf'):9.1f} images/s/core  {note}")
 
-    offensive = OffensiveFilter(**config.filters.offensive.model_dump(exclude={"enabled"}))
+    offensive = build_filter(config, "offensive")
     for f in (offensive, ocr):
         f.setup()
         f.score(fresh(samples[:2]))  # warm-up: first ONNX run allocates
@@ -121,13 +118,13 @@ def per_filter_costs(rows: list[dict], limit: int, tmp: Path) -> dict:
     embedded = fresh(samples)
     record("clip_embedding", timed(lambda: embedder.embed(embedded)),
            f"{embedder.model_name}, {embedder.image_size}px; shared by clip, aesthetic, zero-shot concepts")
-    clip = ClipFilter(**config.filters.clip.model_dump(exclude={"enabled"}))
+    clip = build_filter(config, "clip")
     record("clip_score_only", timed(lambda: clip.decide(clip.score(embedded)), 3))
-    aesthetic = AestheticFilter(head=str(head_path))
+    aesthetic = build_filter(parse_config({"filters": {"aesthetic": {"head": str(head_path)}}}), "aesthetic")
     record("aesthetic_head_only", timed(lambda: aesthetic.decide(aesthetic.score(embedded)), 3), "MLP 768-1024-128-64-16-1")
-    keywords = ConceptFilter(zero_shot="off")
+    keywords = build_filter(parse_config({"filters": {"concepts": {"zero_shot": "off"}}}), "concepts")
     record("concepts_keywords", timed(lambda: keywords.decide(keywords.score(embedded)), 3))
-    zero_shot = ConceptFilter(zero_shot="on")
+    zero_shot = build_filter(parse_config({"filters": {"concepts": {"zero_shot": "on"}}}), "concepts")
     zero_shot.score(embedded[:1])  # prompt embeddings are computed once per process
     record("concepts_zero_shot_only", timed(lambda: zero_shot.decide(zero_shot.score(embedded)), 3),
            "after the shared embedding; prompts embedded once per process")

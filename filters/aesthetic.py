@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, FilterSkipped, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, FilterSkipped, Histogram, Need, Sample
 
 
 def build_head(input_size: int = 768):
@@ -102,6 +102,17 @@ class AestheticFilter(BaseFilter):
     # pixel filters.
     cost_hint: ClassVar[float] = 5.3
     columns: ClassVar[dict[str, pa.DataType]] = {"aesthetic_score": pa.float32()}
+    histograms: ClassVar[tuple[Histogram, ...]] = (
+        Histogram("aesthetic_score", "aesthetic_score", (("min_score", "min_score"),)),
+    )
+
+    class Config(FilterConfig):
+        head: str | None = None  # path to a LAION-format .pth/.safetensors; None: skipped
+        min_score: float | None = None
+
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"aesthetic_head": section.get("head")}
 
     def __init__(self, head: str | None = None, min_score: float | None = None):
         if not head:

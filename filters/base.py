@@ -4,15 +4,22 @@ A filter scores a batch of samples into raw columns and then decides pass/fail f
 config thresholds. Scoring and deciding are separate so raw scores are kept and thresholds can
 be re-applied later without re-running models. Filters know nothing of Spark: the same objects
 run in a plain loop, in Spark's `mapInArrow`, and in tests.
+
+A filter class declares everything the pipeline needs to know about it (its name, reject reason,
+score columns, `[filters.NAME]` config model and report histograms); `filters.registry` builds
+the config section, the score schema, the reject reasons and the report's charts from those.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Need(IntEnum):
@@ -26,6 +33,24 @@ class Need(IntEnum):
 
 class FilterSkipped(Exception):
     """Raised by a filter's constructor when it cannot run as configured (e.g. no aesthetic head)."""
+
+
+class FilterConfig(BaseModel):
+    """The base of a filter's `[filters.NAME]` config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A report histogram over the scores table, with the config thresholds drawn on it."""
+
+    title: str
+    expr: str  # SQL expression over the scores table (usually one of the filter's columns)
+    # (label, field of this filter's config) for each threshold line
+    thresholds: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -54,6 +79,14 @@ class Filter(Protocol):
     cost_hint: ClassVar[float]
     # Raw score columns this filter writes (name -> Arrow type). Null where it did not run.
     columns: ClassVar[dict[str, pa.DataType]]
+    Config: ClassVar[type[FilterConfig]]  # its `[filters.NAME]` table; fields are constructor kwargs
+    histograms: ClassVar[tuple[Histogram, ...]]
+    rejects: bool  # False: scores only, never rejects (the cascade runs it last)
+    meaningless: bool  # scores come from a randomly initialised model
+    embedder: Any  # a CLIP embedder this filter brings, which the cascade may share
+
+    def bind_embedder(self, embedder: Any) -> None:
+        """Receive the cascade's shared embedder once it is set up."""
 
     @property
     def pixel_size(self) -> int:
@@ -70,15 +103,33 @@ class Filter(Protocol):
 
 
 class BaseFilter:
-    """Convenience base: no-op setup, no pixels, per-row `decide_one`."""
+    """The base of every filter: protocol defaults, no-op setup, no pixels, per-row `decide_one`.
+
+    `Config` left as `FilterConfig` means "declares no config model": the `[filters.NAME]` table
+    is then passed through to the constructor unvalidated (only `enabled` is read).
+    """
 
     name: ClassVar[str] = "base"
-    reject_reason: ClassVar[str] = "base"
+    # Reason recorded when `decide` rejects a row; None for filters that never reject.
+    reject_reason: ClassVar[str | None] = "base"
     need: ClassVar[Need] = Need.CAPTION
     cost_hint: ClassVar[float] = 0.0
     columns: ClassVar[dict[str, pa.DataType]] = {}
+    Config: ClassVar[type[FilterConfig]] = FilterConfig
+    histograms: ClassVar[tuple[Histogram, ...]] = ()
+    rejects: bool = True
     # Scores are meaningless (e.g. a randomly initialised model): the run records it.
     meaningless: bool = False
+    embedder: Any = None
+
+    def bind_embedder(self, embedder: Any) -> None:
+        pass
+
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        """The models behind this filter's scores, for the export's lineage.json, from its recorded
+        `[filters.NAME]` table and the installed package versions."""
+        return {}
 
     @property
     def pixel_size(self) -> int:

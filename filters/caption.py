@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Need, Sample
 
 
 def printable_ratio(text: str) -> float:
@@ -23,6 +23,13 @@ class CaptionFilter(BaseFilter):
     need: ClassVar[Need] = Need.CAPTION
     cost_hint: ClassVar[float] = 2e-6
     columns: ClassVar[dict[str, pa.DataType]] = {}
+
+    class Config(FilterConfig):
+        min_chars: int = 1
+        max_chars: int = 2000
+        min_words: int = 1
+        # Share of characters that must be letters/digits/spaces/punctuation; catches binary junk.
+        min_printable_ratio: float = 0.9
 
     def __init__(self, min_chars: int = 1, max_chars: int = 2000, min_words: int = 1, min_printable_ratio: float = 0.9):
         self.min_chars, self.max_chars = min_chars, max_chars

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
 from photogenic.filters.runtime import set_torch_threads, torch_device
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,19 @@ class ClipFilter(BaseFilter):
     # Real architectures were timed with random weights (speed does not depend on their values).
     cost_hint: ClassVar[float] = 0.011
     columns: ClassVar[dict[str, pa.DataType]] = {"clip_score": pa.float32()}
+    histograms: ClassVar[tuple[Histogram, ...]] = (Histogram("clip_score", "clip_score", (("min_score", "min_score"),)),)
+
+    class Config(FilterConfig):
+        model: str = "tiny-random"
+        pretrained: str | None = None  # open_clip tag or a local checkpoint path
+        min_score: float | None = None  # None: scored, not thresholded
+        min_score_fraction: float | None = None
+        batch_size: int = 32
+        device: str = "auto"
+
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"clip": {"model": section.get("model"), "pretrained": section.get("pretrained")}}
 
     def __init__(self, model: str = TINY_RANDOM, pretrained: str | None = None, min_score: float | None = None,
                  min_score_fraction: float | None = None, batch_size: int = 32, device: str = "auto"):

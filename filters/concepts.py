@@ -16,12 +16,12 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +107,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class ConceptFilter(BaseFilter):
     name: ClassVar[str] = "concepts"
-    reject_reason: ClassVar[str] = "concepts"  # never used: concepts tag, they do not reject
+    reject_reason: ClassVar[str | None] = None  # concepts tag, they do not reject
+    rejects = False
     columns: ClassVar[dict[str, pa.DataType]] = {"concept": pa.string(), "concept_score": pa.float32()}
+    histograms: ClassVar[tuple[Histogram, ...]] = (Histogram("concept_score", "concept_score"),)
+
+    class Config(FilterConfig):
+        taxonomy: str | None = None  # None: filters/data/concepts.toml
+        zero_shot: Literal["auto", "on", "off"] = "auto"  # auto: only with real CLIP weights
+        min_zero_shot_prob: float = 0.3  # below this (and no caption keyword) the row is tagged `other`
 
     def __init__(self, taxonomy: str | None = None, zero_shot: str = "auto", min_zero_shot_prob: float = 0.3):
         if zero_shot not in ("auto", "on", "off"):
@@ -121,7 +128,6 @@ class ConceptFilter(BaseFilter):
         # bench/filters.py: keywords ~0.3-0.8 ms/image; zero-shot waits for the shared embedding and
         # never rejects, so it is ordered last (counted as a ViT-L-14 embedding).
         self.cost_hint = 5e-4 if zero_shot == "off" else 5.3
-        self.rejects = False
         self._prompt_cache: dict[str, np.ndarray] = {}
         self._told = False
         self._bound = None

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
 
 
 class GeometryFilter(BaseFilter):
@@ -14,6 +14,17 @@ class GeometryFilter(BaseFilter):
     need: ClassVar[Need] = Need.HEADER
     cost_hint: ClassVar[float] = 1e-5
     columns: ClassVar[dict[str, pa.DataType]] = {"aspect": pa.float32()}
+    histograms: ClassVar[tuple[Histogram, ...]] = (
+        Histogram("short side (px)", "least(width, height)", (("min_side", "min_side"),)),
+        Histogram("aspect", "aspect", (("max_aspect", "max_aspect"),)),
+    )
+
+    class Config(FilterConfig):
+        min_side: int = 256
+        max_aspect: float = 3.0
+        # Anything past this is refused before decoding (pixel bombs).
+        max_pixels: int = 100_000_000
+        max_bytes: int = 50_000_000
 
     def __init__(self, min_side: int = 256, max_aspect: float = 3.0, **_: Any):
         self.min_side, self.max_aspect = min_side, max_aspect

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import imagehash
 import numpy as np
 import pyarrow as pa
 
 from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.runtime import LazyModule
+
+imagehash = LazyModule("imagehash")  # loaded on first use: the registry imports this module for its columns
 
 
 def phash64(image) -> int:
@@ -19,7 +21,7 @@ def phash64(image) -> int:
 
 class PerceptualHashFilter(BaseFilter):
     name: ClassVar[str] = "phash"
-    reject_reason: ClassVar[str] = "unreadable"
+    reject_reason: ClassVar[str | None] = None  # never rejects; a failure to hash is `unreadable`
     need: ClassVar[Need] = Need.PIXELS
     cost_hint: ClassVar[float] = 1e-3
     columns: ClassVar[dict[str, pa.DataType]] = {"phash": pa.int64()}

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
 from photogenic.filters.runtime import worker_threads
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,19 @@ class OcrFilter(BaseFilter):
     # (detection on every image, recognition where boxes were found). The costliest pixel filter.
     cost_hint: ClassVar[float] = 0.30
     columns: ClassVar[dict[str, pa.DataType]] = {"ocr_words": pa.int32(), "ocr_text": pa.string()}
-    rejects: ClassVar[bool] = True
+    histograms: ClassVar[tuple[Histogram, ...]] = (Histogram("ocr_words", "ocr_words", (("max_words", "max_words"),)),)
+
+    class Config(FilterConfig):
+        max_words: int = 5
+        engine: Literal["rapidocr", "paddleocr"] = "rapidocr"
+        det_size: int = 640  # long side the text detector sees (a downscaled copy)
+        rec_size: int = 1024  # long side of the decode that found text boxes are cropped from for recognition
+        min_text_score: float = 0.5  # recognised lines below this confidence are ignored
+        batch_size: int = 8  # text lines per recognition batch
+
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"ocr": f"{section.get('engine', 'rapidocr')} {versions.get('rapidocr_onnxruntime', '?')}"}
 
     def __init__(self, max_words: int = 5, engine: str = "rapidocr", det_size: int = 640, rec_size: int = 1024,
                  min_text_score: float = 0.5, batch_size: int = 8):

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
 from photogenic.filters.runtime import onnx_session
 
 DEFAULT_TERMS = Path(__file__).parent / "data" / "offensive_terms.txt"
@@ -114,7 +114,17 @@ class OffensiveFilter(BaseFilter):
     need: ClassVar[Need] = Need.PIXELS
     cost_hint: ClassVar[float] = 0.095  # bench/filters.py, cascade stage, one thread, shared 2-core machine
     columns: ClassVar[dict[str, pa.DataType]] = {"nsfw_score": pa.float32(), "offensive_term": pa.string()}
-    rejects: ClassVar[bool] = True
+    histograms: ClassVar[tuple[Histogram, ...]] = (Histogram("nsfw_score", "nsfw_score", (("max_nsfw", "max_nsfw"),)),)
+
+    class Config(FilterConfig):
+        max_nsfw: float = 0.5
+        terms_file: str | None = None  # None: the list shipped in filters/data/offensive_terms.txt
+        detector_size: int = 320
+        batch_size: int = 16
+
+    @classmethod
+    def lineage_models(cls, section: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+        return {"nsfw": f"nudenet {versions.get('nudenet', '?')} (320n.onnx)"}
 
     def __init__(self, max_nsfw: float = 0.5, terms_file: str | None = None, detector_size: int = 320,
                  batch_size: int = 16):

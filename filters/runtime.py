@@ -6,7 +6,22 @@ plain loop) the variable is unset and libraries pick their own defaults.
 """
 from __future__ import annotations
 
+import importlib
 import os
+
+
+class LazyModule:
+    """A module imported on first attribute access.
+
+    The registry imports every filter module to read what the classes declare; heavy libraries
+    (cv2, imagehash) must not load then, or `photogenic config` would take seconds.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module(self._name), attr)
 
 
 def worker_threads() -> int:

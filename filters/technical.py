@@ -24,12 +24,15 @@ from __future__ import annotations
 import io
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 import pyarrow as pa
 from PIL import Image
+from pydantic import Field
 
-from photogenic.filters.base import BaseFilter, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterConfig, Histogram, Need, Sample
+from photogenic.filters.runtime import LazyModule
+
+cv2 = LazyModule("cv2")  # loaded on first use: the registry imports this module to read its config
 
 WINDOW = 9  # pixels along a direction: wide enough to hold a blurred edge, short enough to stay local
 GRID = 4  # tiles per side: the sharpest of 16 regions speaks for the image
@@ -206,6 +209,37 @@ class TechnicalFilter(BaseFilter):
         "brightness": pa.float32(),
         "contrast": pa.float32(),
     }
+    histograms: ClassVar[tuple[Histogram, ...]] = (
+        Histogram("edge width (px)", "edge_width", (("max_edge_width", "max_edge_width"),)),
+        Histogram("edge coverage", "edge_coverage", (("min_edge_coverage", "min_edge_coverage"),)),
+        Histogram("jpeg quality", "jpeg_quality", (("min_jpeg_quality", "min_jpeg_quality"),)),
+        Histogram("clipped highlights", "clipped_highlights", (("max", "max_clipped_highlights"),)),
+        Histogram("clipped shadows", "clipped_shadows", (("max", "max_clipped_shadows"),)),
+        Histogram("sharpness", "sharpness", (("min_sharpness", "min_sharpness"),)),
+        Histogram("brightness", "brightness", (("min_brightness", "min_brightness"),
+                                               ("max_brightness", "max_brightness"))),
+        Histogram("contrast", "contrast", (("min_contrast", "min_contrast"),)),
+    )
+
+    class Config(FilterConfig):
+        # Width in pixels (at measure_size) of the crispest edges of the sharpest region, in their
+        # weakest orientation: ~1-2 in focus, 3+ blurred, defocused, shaken or upscaled. None: off.
+        max_edge_width: float | None = Field(2.5, gt=0)
+        # Images with edges in less than this share of windows (flat colour, fog, empty sky) are not
+        # judged for focus: there is nothing to be out of focus.
+        min_edge_coverage: float = Field(0.02, ge=0, le=1)
+        min_jpeg_quality: float | None = Field(20.0, ge=1, le=100)  # estimated from the quantisation tables
+        # Shares of pixels with a blown (>= 250) / crushed (<= 5) channel. Off by default: low-key,
+        # high-key and night photographs clip on purpose (bench/filters.py measures the false rejects).
+        max_clipped_highlights: float | None = Field(None, ge=0, le=1)
+        max_clipped_shadows: float | None = Field(None, ge=0, le=1)
+        # Long side of the grey image everything is measured on (never upscaled); fixed so scores compare.
+        measure_size: int = Field(512, ge=64)
+        # Legacy gates: variance of the Laplacian (texture, not focus: off), mean level and spread.
+        min_sharpness: float | None = None
+        min_brightness: float = 0.0
+        max_brightness: float = 255.0
+        min_contrast: float = 0.0
 
     def __init__(self, max_edge_width: float | None = 2.5, min_edge_coverage: float = 0.02,
                  min_jpeg_quality: float | None = 20.0, max_clipped_highlights: float | None = None,

@@ -73,7 +73,7 @@ def test_cascade_embeds_once_and_records_meaningless_scores(tmp_path):
     assert [r["reject_reason"] for r in out] == ["", "", ""]
     assert all(r["clip_score"] is not None and r["aesthetic_score"] is not None for r in out)
     assert cascade.scored["embed"] == 3  # one embedding per image, shared by clip, aesthetic and concepts
-    embedders = {id(f.embedder) for f in cascade.filters if getattr(f, "embedder", None)}
+    embedders = {id(f.embedder) for f in cascade.filters if f.embedder is not None}
     assert embedders == {id(cascade.embedder)}
     assert set(cascade.meaningless) >= {"clip_score", "aesthetic_score", "concept", "concept_score"}
 

@@ -14,12 +14,11 @@ from PIL import Image, ImageDraw
 from photogenic.filters.base import Sample
 from photogenic.filters.technical import TechnicalFilter, clipping, focus_measures, grey_at, jpeg_quality
 from photogenic.pipeline.sample import kinds
-from photogenic.pipeline.core.config import TechnicalFilterConfig
 from photogenic.pipeline.sample.pool import random_crop
 
 PHOTOS = [skimage.data.astronaut, skimage.data.chelsea, skimage.data.coffee, skimage.data.rocket,
           lambda: skimage.data.stereo_motorcycle()[0]]
-DEFAULTS = TechnicalFilterConfig().model_dump(exclude={"enabled"})
+DEFAULTS = TechnicalFilter.Config().model_dump(exclude={"enabled"})
 
 
 def crops(n: int, seed: int) -> list[Image.Image]:

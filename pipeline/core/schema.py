@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# Reject reasons, in the order bad input is detected; model filters follow in cascade order.
-REJECT_REASONS = (
-    "unreadable",
-    "caption",
-    "geometry",
-    "technical",
-    "offensive",
-    "ocr",
-    "clip",
-    "aesthetic",
-)
+from photogenic.filters.registry import Registry, builtin_registry
 
 # What every reader yields: one row per pool sample, image bytes inline for the worker only.
 POOL_SCHEMA = pa.schema(
@@ -32,8 +22,10 @@ POOL_SCHEMA = pa.schema(
     ]
 )
 
-# One score row per pool row, never dropped. Columns of filters that did not run are null.
-SCORE_SCHEMA = pa.schema(
+# One score row per pool row, never dropped: these fixed columns, then every registered filter's
+# columns (`filters.registry`; always-on filters first, then in declaration order), then the pool's
+# pass-through columns. Columns of filters that did not run are null.
+SCORE_HEAD = pa.schema(
     [
         ("key", pa.string()),
         ("caption", pa.string()),
@@ -42,29 +34,14 @@ SCORE_SCHEMA = pa.schema(
         ("reject_detail", pa.string()),
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("aspect", pa.float32()),
+        ("aspect", pa.float32()),  # from the header, for every row with a size (geometry declares it too)
         ("format", pa.string()),
         ("bytes", pa.int64()),
         ("sha256", pa.string()),
-        ("phash", pa.int64()),  # 64-bit perceptual hash, stored as signed int64
-        ("edge_width", pa.float32()),
-        ("edge_width_best", pa.float32()),
-        ("edge_coverage", pa.float32()),
-        ("noise", pa.float32()),
-        ("jpeg_quality", pa.float32()),
-        ("clipped_highlights", pa.float32()),
-        ("clipped_shadows", pa.float32()),
-        ("sharpness", pa.float32()),
-        ("brightness", pa.float32()),
-        ("contrast", pa.float32()),
-        ("nsfw_score", pa.float32()),
-        ("offensive_term", pa.string()),
-        ("ocr_words", pa.int32()),
-        ("ocr_text", pa.string()),
-        ("clip_score", pa.float32()),
-        ("aesthetic_score", pa.float32()),
-        ("concept", pa.string()),
-        ("concept_score", pa.float32()),
+    ]
+)
+SCORE_TAIL = pa.schema(
+    [
         ("likes", pa.int64()),
         ("views", pa.int64()),
         ("source", pa.string()),
@@ -73,4 +50,37 @@ SCORE_SCHEMA = pa.schema(
     ]
 )
 
+
+# Fixed columns a filter may declare too (the cascade fills them whether or not it runs).
+SHARED_COLUMNS = {"aspect"}  # geometry's
+
+
+class SchemaConflict(ValueError):
+    pass
+
+
+def score_schema(registry: Registry) -> pa.Schema:
+    """The score table of a run whose filters are `registry`'s (built-ins + its plugins)."""
+    fixed = {f.name: f.type for f in (*SCORE_HEAD, *SCORE_TAIL)}
+    extra = []
+    for name, dtype in registry.columns().items():
+        if name not in fixed:
+            extra.append(pa.field(name, dtype))
+        elif name not in SHARED_COLUMNS or fixed[name] != dtype:
+            raise SchemaConflict(f"filter {owner(registry, name)!r} declares column {name!r}, which the score "
+                                 f"table has of its own ({fixed[name]}): give it another name")
+    return pa.schema([*SCORE_HEAD, *extra, *SCORE_TAIL])
+
+
+def owner(registry: Registry, column: str) -> str:
+    return next(cls.name for cls in registry if column in cls.columns)
+
+
+def reject_reasons(registry: Registry) -> tuple[str, ...]:
+    """Reject reasons in the order bad input is detected; model filters follow in declaration order."""
+    return registry.reject_reasons()
+
+
+SCORE_SCHEMA = score_schema(builtin_registry())
 SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
+REJECT_REASONS = reject_reasons(builtin_registry())

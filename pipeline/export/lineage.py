@@ -10,6 +10,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from photogenic.filters.registry import PluginError, builtin_registry, resolve
 from photogenic.pipeline.core.summary import read_details
 from photogenic.pipeline.core.layout import SUMMARY, RunDir
 from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, read_json
@@ -121,14 +122,15 @@ def build_lineage(run: RunDir, stage: str, config, written: Written, root: Path,
 
 
 def _model_names(filters: dict[str, Any], funnel: dict[str, Any]) -> dict[str, Any]:
-    clip = filters.get("clip") or {}
     versions = package_versions()
-    return {
-        "clip": {"model": clip.get("model"), "pretrained": clip.get("pretrained")},
-        "aesthetic_head": (filters.get("aesthetic") or {}).get("head"),
-        "nsfw": f"nudenet {versions.get('nudenet', '?')} (320n.onnx)",
-        "ocr": f"{(filters.get('ocr') or {}).get('engine', 'rapidocr')} "
-               f"{versions.get('rapidocr_onnxruntime', '?')}",
-        # Filters whose numbers come from random stand-in weights (no real weights here).
-        "meaningless_scores": funnel.get("meaningless", []),
-    }
+    plugins = ((funnel.get("config") or {}).get("job") or {}).get("plugins") or []
+    try:
+        filter_classes = resolve(plugins)
+    except PluginError:  # a plugin no longer importable here: the built-ins still say what they used
+        filter_classes = builtin_registry()
+    models: dict[str, Any] = {}
+    for cls in filter_classes:  # each filter names its own models (filters/*.py `lineage_models`)
+        models.update(cls.lineage_models(filters.get(cls.name) or {}, versions))
+    # Filters whose numbers come from random stand-in weights (no real weights here).
+    models["meaningless_scores"] = funnel.get("meaningless", [])
+    return models

@@ -8,69 +8,50 @@ size), and a row stops being scored once it failed, unless `score_all` asks for 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import logging
 import re
 import time
 import warnings
 from collections import Counter
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from photogenic.filters.base import FilterSkipped, Need, Sample
+from photogenic.filters.base import BaseFilter, FilterSkipped, Need, Sample
+from photogenic.filters.registry import constructor_kwargs
 from photogenic.pipeline.core.config import Config
-from photogenic.pipeline.core.schema import SCORE_SCHEMA
+from photogenic.pipeline.core.schema import score_schema
 
 log = logging.getLogger(__name__)
 
-# name -> "module:Class"; built with the `[filters.NAME]` section's fields as keyword arguments.
-FILTERS = {
-    "caption": "photogenic.filters.caption:CaptionFilter",
-    "geometry": "photogenic.filters.geometry:GeometryFilter",
-    "technical": "photogenic.filters.technical:TechnicalFilter",
-    "offensive": "photogenic.filters.offensive:OffensiveFilter",
-    "ocr": "photogenic.filters.ocr:OcrFilter",
-    "clip": "photogenic.filters.clip:ClipFilter",
-    "aesthetic": "photogenic.filters.aesthetic:AestheticFilter",
-    "concepts": "photogenic.filters.concepts:ConceptFilter",
-}
-ALWAYS = {"phash": "photogenic.filters.hashes:PerceptualHashFilter"}
+
+def build_filter(config: Config, name: str) -> BaseFilter:
+    """One filter, built from its `[filters.NAME]` table (whether enabled or not)."""
+    return config.registry.get(name)(**constructor_kwargs(getattr(config.filters, name)))
 
 
-def _load(spec: str):
-    module, cls = spec.split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def build_filters(config: Config) -> tuple[list[Any], dict[str, str]]:
+def build_filters(config: Config) -> tuple[list[BaseFilter], dict[str, str]]:
     """Enabled filters in cascade order, and {name: why} for those skipped."""
     built, skipped = [], {}
-    for name, spec in FILTERS.items():
-        section = getattr(config.filters, name)
-        if not section.enabled:
-            skipped[name] = "disabled in config"
+    for cls in config.registry.configurable:
+        if not getattr(config.filters, cls.name).enabled:
+            skipped[cls.name] = "disabled in config"
             continue
-        kwargs = section.model_dump(exclude={"enabled"})
         try:
-            built.append(_load(spec)(**kwargs))
+            built.append(build_filter(config, cls.name))
         except FilterSkipped as why:
-            skipped[name] = str(why)
-        except ModuleNotFoundError as err:
-            if err.name != spec.split(":")[0]:
-                raise
-            skipped[name] = f"not available in this build ({err.name})"
-    built += [_load(spec)() for spec in ALWAYS.values()]
+            skipped[cls.name] = str(why)
+    built += [cls() for cls in config.registry.always]
     order = config.job.order
     if order:
         rank = {n: i for i, n in enumerate(order)}
         built.sort(key=lambda f: (rank.get(f.name, len(rank)), f.cost_hint))
     else:
         # Filters that cannot reject (scores only) go last: no point scoring rows a later check drops.
-        built.sort(key=lambda f: (not getattr(f, "rejects", True), f.cost_hint, f.need))
+        built.sort(key=lambda f: (not f.rejects, f.cost_hint, f.need))
     return built, skipped
 
 
@@ -96,10 +77,21 @@ def _signed_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass
+class FilterRun:
+    """What one filter made of a batch: score columns, a verdict per sample (None: pass, else the
+    reason detail) and, for samples it crashed on, the error (those rows become `unreadable`)."""
+
+    scores: dict[str, list]
+    verdicts: list[str | None]
+    errors: dict[int, str] = field(default_factory=dict)  # sample index in the batch -> error
+
+
 class Cascade:
-    def __init__(self, config: Config, score_all: bool | None = None, filters: list[Any] | None = None,
+    def __init__(self, config: Config, score_all: bool | None = None, filters: list[BaseFilter] | None = None,
                  save_embeddings: bool = False):
         self.config = config
+        self.schema = score_schema(config.registry)  # built-in columns + this run's plugins' columns
         self.save_embeddings = save_embeddings
         self.embedding_batches: list[pa.RecordBatch] = []
         self.score_all = config.job.score_all if score_all is None else score_all
@@ -107,6 +99,10 @@ class Cascade:
             filters, self.skipped = build_filters(config)
         else:
             self.skipped = {}
+            unregistered = [f.name for f in filters if not set(f.columns) <= set(self.schema.names)]
+            if unregistered:
+                raise ValueError(f"filters {unregistered} are not registered in this config (plugins go in "
+                                 "[job] plugins): their columns have no place in the score table")
         self.filters = filters
         geo = config.filters.geometry
         self.max_pixels, self.max_bytes = geo.max_pixels, geo.max_bytes
@@ -121,7 +117,7 @@ class Cascade:
         """Score columns that come from randomly initialised models and mean nothing."""
         out = []
         for f in self.filters:
-            if getattr(f, "meaningless", False):
+            if f.meaningless:
                 out += [c for c in f.columns if not c.startswith("_")]
         return out
 
@@ -131,14 +127,14 @@ class Cascade:
         for f in self.filters:
             f.setup()
         if any(f.need == Need.EMBEDDING for f in self.filters):
-            self.embedder = next((f.embedder for f in self.filters if getattr(f, "embedder", None)), None)
+            self.embedder = next((f.embedder for f in self.filters if f.embedder is not None), None)
             if self.embedder is None:
                 from photogenic.filters.clip import ClipEmbedder
 
                 self.embedder = ClipEmbedder(**self.config.filters.clip.model_dump(exclude={"enabled", "min_score", "min_score_fraction"}))
             self.embedder.setup()
             for f in self.filters:  # fail at start on a head/model mismatch, not per row
-                getattr(f, "bind_embedder", lambda e: None)(self.embedder)
+                f.bind_embedder(self.embedder)
         self._ready = True
 
     # -- stages ------------------------------------------------------------------------------
@@ -181,7 +177,7 @@ class Cascade:
         self.setup()
         rows = batch.to_pylist()
         n = len(rows)
-        out: dict[str, list] = {name: [None] * n for name in SCORE_SCHEMA.names}
+        out: dict[str, list] = {name: [None] * n for name in self.schema.names}
         for name in ("key", "caption", "likes", "views", "source", "shard", "meta"):
             out[name] = [r[name] for r in rows]
         samples = [Sample(r["key"], r["caption"], r["image"], r["width"], r["height"]) for r in rows]
@@ -220,19 +216,20 @@ class Cascade:
             idx = alive(f.need)
             if not idx:
                 continue
-            scores, verdicts = self._run_filter(f, [samples[i] for i in idx])
+            result = self._run_filter(f, [samples[i] for i in idx])
+            written = [col for col in result.scores if not col.startswith("_")]
+            undeclared = [col for col in written if col not in f.columns]
+            if undeclared:  # would be lost: the score table has the declared columns only
+                raise TypeError(f"filter {f.name!r} returned columns {undeclared} it does not declare in `columns` "
+                                "(prefix a column with '_' to keep it out of the scores)")
             for j, i in enumerate(idx):
-                for col, values in scores.items():
-                    if not col.startswith("_") and col in out:
-                        out[col][i] = values[j]
-                verdict = verdicts[j]
-                if verdict is None:
-                    continue
-                if verdict.startswith("!error "):
+                for col in written:
+                    out[col][i] = result.scores[col][j]
+                if j in result.errors:
                     readable[i] = False
-                    fail(i, "unreadable", f"{f.name}: {verdict[7:]}")
-                else:
-                    fail(i, f.reject_reason, verdict)
+                    fail(i, "unreadable", f"{f.name}: {result.errors[j]}")
+                elif result.verdicts[j] is not None:
+                    fail(i, f.reject_reason, result.verdicts[j])
 
         if self.save_embeddings and self.embedder is not None:
             from photogenic.filters.clip import embedding_batch, model_label
@@ -246,7 +243,7 @@ class Cascade:
         out["passed"] = [r is None for r in reason]
         out["reject_reason"] = [r or "" for r in reason]
         out["reject_detail"] = detail
-        return pa.RecordBatch.from_pydict(out, schema=SCORE_SCHEMA)
+        return pa.RecordBatch.from_pydict(out, schema=self.schema)
 
     def _stage(self, name, idx, step, fail, readable) -> None:
         start = time.perf_counter()
@@ -276,23 +273,24 @@ class Cascade:
         self.timings["embed"] += time.perf_counter() - start
         self.scored["embed"] += len(batch)
 
-    def _run_filter(self, f, batch: list[Sample]) -> tuple[dict[str, list], list[str | None]]:
+    def _run_filter(self, f: BaseFilter, batch: list[Sample]) -> FilterRun:
         start = time.perf_counter()
         try:
             scores = f.score(batch)
-            verdicts = f.decide(scores)
+            result = FilterRun(scores, f.decide(scores))
         except Exception as err:
             log.warning("filter %s failed on a batch (%s); retrying per image", f.name, err)
-            scores, verdicts = {}, []
-            for s in batch:
+            result = FilterRun({}, [])
+            for j, s in enumerate(batch):
                 try:
                     one = f.score([s])
-                    verdicts.append(f.decide(one)[0])
+                    result.verdicts.append(f.decide(one)[0])
                 except Exception as e:
                     one = {c: [None] for c in f.columns}
-                    verdicts.append(f"!error {_describe(e)}")
+                    result.verdicts.append(None)
+                    result.errors[j] = _describe(e)
                 for col, vals in one.items():
-                    scores.setdefault(col, []).append(vals[0])
+                    result.scores.setdefault(col, []).append(vals[0])
         self.timings[f.name] += time.perf_counter() - start
         self.scored[f.name] += len(batch)
-        return scores, verdicts
+        return result

@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from photogenic.pipeline.core.config import Config, dump_config
+from photogenic.pipeline.core.config import Config, dump_config, parse_config, with_plugins
 from photogenic.pipeline.core.faults import failpoint
 from photogenic.pipeline.pool.readers import ShardSpec, discover_shards, read_shard
 from photogenic.pipeline.core.runio import (
@@ -31,7 +31,7 @@ from photogenic.pipeline.core.runio import (
     write_parquet_atomic,
     write_json_atomic,
 )
-from photogenic.pipeline.core.schema import REJECT_REASONS, SCORE_SCHEMA
+from photogenic.pipeline.core.schema import reject_reasons
 
 SUMMARY_SCHEMA = pa.schema([("shard", pa.string()), ("stats", pa.string())])
 _WORKER_CASCADES: dict[str, Any] = {}  # per worker process: models load once, tasks reuse them
@@ -52,7 +52,9 @@ def stats_path(scores_dir: Path, shard_id: str) -> Path:
 def job_fingerprint(config: Config, score_all: bool) -> str:
     # Only what changes scores: thresholds re-applied later don't need a new run, but mixing
     # shards scored under different filters would silently corrupt the table.
-    relevant = {"filters": config.filters.model_dump(mode="json"), "score_all": score_all}
+    relevant: dict[str, Any] = {"filters": config.filters.model_dump(mode="json"), "score_all": score_all}
+    if config.registry.plugins:  # which code scores matters too (no key without plugins: old runs resume)
+        relevant["plugins"] = list(config.registry.plugins)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -66,7 +68,8 @@ def worker_cascade(config_json: str, score_all: bool, save_embeddings: bool = Fa
             import torch
 
             torch.set_num_threads(threads)
-        cascade = Cascade(Config.model_validate_json(config_json), score_all=score_all,
+        # parse_config, not Config: the worker resolves (imports) the same plugins as the driver.
+        cascade = Cascade(parse_config(json.loads(config_json), "from the driver"), score_all=score_all,
                           save_embeddings=save_embeddings)
         cascade.setup()
         _WORKER_CASCADES[key] = cascade
@@ -82,7 +85,7 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
     timings_before = dict(cascade.timings)
     start = time.perf_counter()
     rows = 0
-    with pq.ParquetWriter(tmp, SCORE_SCHEMA) as writer:
+    with pq.ParquetWriter(tmp, cascade.schema) as writer:
         for batch in read_shard(spec, batch_rows=batch_rows, max_bytes=cascade.max_bytes):
             scored = cascade.process(batch)
             writer.write_batch(scored)
@@ -151,7 +154,7 @@ def run_filter(
     save_embeddings: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) the filter job; returns the funnel summary written to `_funnel.json`."""
-    config = config or Config()
+    config = with_plugins(config or Config())  # resolve `[job] plugins` and installed entry points
     score_all = config.job.score_all if score_all is None else score_all
     scores_dir = Path(out) / "scores"
     scores_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +248,7 @@ def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict
         stage_seconds.update(stats.get("stage_seconds", {}))
         meaningless.update(stats.get("meaningless", []))
         skipped.update(stats.get("skipped_filters", {}))
-    reasons = {r: counts.get(r, 0) for r in REJECT_REASONS}
+    reasons = {r: counts.get(r, 0) for r in reject_reasons(config.registry)}
     reasons.update({r: c for r, c in counts.items() if r not in reasons and r != "passed"})
     return {
         "rows_in": rows,

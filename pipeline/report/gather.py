@@ -20,6 +20,7 @@ from typing import Any, Callable
 import click
 import duckdb
 
+from photogenic.filters.registry import PluginError, builtin_registry, resolve
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import CorruptFile, committed_parquet, is_complete, sql_quote
 from photogenic.pipeline.core.runio import read_json as read_run_json
@@ -29,25 +30,18 @@ log = logging.getLogger(__name__)
 
 THUMBS_PER_SHEET = 8
 
-# Histogram -> (SQL expression over the scores table, [(threshold label, config path)]).
-HISTOGRAMS: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "short side (px)": ("least(width, height)", [("min_side", "filters.geometry.min_side")]),
-    "aspect": ("aspect", [("max_aspect", "filters.geometry.max_aspect")]),
-    "edge width (px)": ("edge_width", [("max_edge_width", "filters.technical.max_edge_width")]),
-    "edge coverage": ("edge_coverage", [("min_edge_coverage", "filters.technical.min_edge_coverage")]),
-    "jpeg quality": ("jpeg_quality", [("min_jpeg_quality", "filters.technical.min_jpeg_quality")]),
-    "clipped highlights": ("clipped_highlights", [("max", "filters.technical.max_clipped_highlights")]),
-    "clipped shadows": ("clipped_shadows", [("max", "filters.technical.max_clipped_shadows")]),
-    "sharpness": ("sharpness", [("min_sharpness", "filters.technical.min_sharpness")]),
-    "brightness": ("brightness", [("min_brightness", "filters.technical.min_brightness"),
-                                  ("max_brightness", "filters.technical.max_brightness")]),
-    "contrast": ("contrast", [("min_contrast", "filters.technical.min_contrast")]),
-    "nsfw_score": ("nsfw_score", [("max_nsfw", "filters.offensive.max_nsfw")]),
-    "ocr_words": ("ocr_words", [("max_words", "filters.ocr.max_words")]),
-    "clip_score": ("clip_score", [("min_score", "filters.clip.min_score")]),
-    "aesthetic_score": ("aesthetic_score", [("min_score", "filters.aesthetic.min_score")]),
-    "concept_score": ("concept_score", []),
-}
+
+def histogram_specs(config: dict | None) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Histogram -> (SQL expression over the scores table, [(threshold label, config path)]), as the
+    run's filters declare them (`filters.registry`), plugins of the run's `[job] plugins` included."""
+    plugins = config_value(config, "job.plugins") or []
+    try:
+        return resolve(plugins).histograms()
+    except PluginError as err:  # the report still shows the built-in filters' charts
+        log.warning("report: %s; its histograms are left out", err)
+        return builtin_registry().histograms()
+
+
 ANNOTATOR_COLUMNS = ("annotator", "completed_by", "annotator_id", "user", "user_id", "email")
 SIMULATION_KEYS = ("simulated", "simulation", "is_simulated")
 
@@ -456,7 +450,7 @@ def histograms_section(run: Run, ctx: Context) -> Section:
     meaningless = set(ctx.meaningless)
     columns = set(run.columns("scores"))
     histograms = []
-    for title, (expr, thresholds) in HISTOGRAMS.items():
+    for title, (expr, thresholds) in histogram_specs(ctx.config).items():
         needed = {c for c in ("width", "height") if c in expr} or {expr}
         if not needed <= columns:
             continue

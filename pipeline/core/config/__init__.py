@@ -2,109 +2,34 @@
 from __future__ import annotations
 
 import tomllib
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomli_w
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, create_model
 
+from photogenic.filters.registry import ENTRY_POINT_GROUP, PluginError, Registry, builtin_registry, resolve
 from photogenic.pipeline.core.config.base import Section
+from photogenic.pipeline.core.schema import SchemaConflict, score_schema
 from photogenic.pipeline.core.config.review import ReviewConfig
 from photogenic.pipeline.core.config.training import EvalConfig, ExportConfig, TrainConfig
 
 # --- filters ---------------------------------------------------------------------------------
+# Each filter class declares its `[filters.NAME]` model (`Config`); the section is built from the
+# registry. Plugins are resolved first (`[job] plugins` + entry points, see `parse_config`), then
+# validated with a Config model whose filters section includes their tables.
 
 
-class CaptionFilterConfig(Section):
-    enabled: bool = True
-    min_chars: int = 1
-    max_chars: int = 2000
-    min_words: int = 1
-    # Share of characters that must be letters/digits/spaces/punctuation; catches binary junk.
-    min_printable_ratio: float = 0.9
+@lru_cache(maxsize=None)
+def filters_section_model(registry: Registry) -> type[Section]:
+    """The `[filters]` section for the filters of `registry`, one table per configurable filter."""
+    fields: dict[str, Any] = {name: (model, Field(default_factory=model))
+                              for name, model in registry.sections().items()}
+    return create_model("FiltersConfig", __base__=Section, __module__=__name__, **fields)
 
 
-class GeometryFilterConfig(Section):
-    enabled: bool = True
-    min_side: int = 256
-    max_aspect: float = 3.0
-    # Anything past this is refused before decoding (pixel bombs).
-    max_pixels: int = 100_000_000
-    max_bytes: int = 50_000_000
-
-
-class TechnicalFilterConfig(Section):
-    enabled: bool = True
-    # Width in pixels (at measure_size) of the crispest edges of the sharpest region, in their
-    # weakest orientation: ~1-2 in focus, 3+ blurred, defocused, shaken or upscaled. None: off.
-    max_edge_width: float | None = Field(2.5, gt=0)
-    # Images with edges in less than this share of windows (flat colour, fog, empty sky) are not
-    # judged for focus: there is nothing to be out of focus.
-    min_edge_coverage: float = Field(0.02, ge=0, le=1)
-    min_jpeg_quality: float | None = Field(20.0, ge=1, le=100)  # estimated from the quantisation tables
-    # Shares of pixels with a blown (>= 250) / crushed (<= 5) channel. Off by default: low-key,
-    # high-key and night photographs clip on purpose (bench/filters.py measures the false rejects).
-    max_clipped_highlights: float | None = Field(None, ge=0, le=1)
-    max_clipped_shadows: float | None = Field(None, ge=0, le=1)
-    # Long side of the grey image everything is measured on (never upscaled); fixed so scores compare.
-    measure_size: int = Field(512, ge=64)
-    # Legacy gates: variance of the Laplacian (texture, not focus: off), mean level and spread.
-    min_sharpness: float | None = None
-    min_brightness: float = 0.0
-    max_brightness: float = 255.0
-    min_contrast: float = 0.0
-
-
-class OffensiveFilterConfig(Section):
-    enabled: bool = True
-    max_nsfw: float = 0.5
-    terms_file: str | None = None  # None: the list shipped in filters/data/offensive_terms.txt
-    detector_size: int = 320
-    batch_size: int = 16
-
-
-class OcrFilterConfig(Section):
-    enabled: bool = True
-    max_words: int = 5
-    engine: Literal["rapidocr", "paddleocr"] = "rapidocr"
-    det_size: int = 640  # long side the text detector sees (a downscaled copy)
-    rec_size: int = 1024  # long side of the decode that found text boxes are cropped from for recognition
-    min_text_score: float = 0.5  # recognised lines below this confidence are ignored
-    batch_size: int = 8  # text lines per recognition batch
-
-
-class ClipFilterConfig(Section):
-    enabled: bool = True
-    model: str = "tiny-random"
-    pretrained: str | None = None  # open_clip tag or a local checkpoint path
-    min_score: float | None = None  # None: scored, not thresholded
-    min_score_fraction: float | None = None
-    batch_size: int = 32
-    device: str = "auto"
-
-
-class AestheticFilterConfig(Section):
-    enabled: bool = True
-    head: str | None = None  # path to a LAION-format .pth/.safetensors; None: skipped
-    min_score: float | None = None
-
-
-class ConceptsFilterConfig(Section):
-    enabled: bool = True
-    taxonomy: str | None = None  # None: filters/data/concepts.toml
-    zero_shot: Literal["auto", "on", "off"] = "auto"  # auto: only with real CLIP weights
-    min_zero_shot_prob: float = 0.3  # below this (and no caption keyword) the row is tagged `other`
-
-
-class FiltersConfig(Section):
-    caption: CaptionFilterConfig = Field(default_factory=CaptionFilterConfig)
-    geometry: GeometryFilterConfig = Field(default_factory=GeometryFilterConfig)
-    technical: TechnicalFilterConfig = Field(default_factory=TechnicalFilterConfig)
-    offensive: OffensiveFilterConfig = Field(default_factory=OffensiveFilterConfig)
-    ocr: OcrFilterConfig = Field(default_factory=OcrFilterConfig)
-    clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
-    aesthetic: AestheticFilterConfig = Field(default_factory=AestheticFilterConfig)
-    concepts: ConceptsFilterConfig = Field(default_factory=ConceptsFilterConfig)
+FiltersConfig = filters_section_model(builtin_registry())
 
 
 # --- stages ----------------------------------------------------------------------------------
@@ -124,6 +49,9 @@ class FilterJobConfig(Section):
     folder_shard_size: int = 1000
     score_all: bool = False
     order: list[str] | None = None  # explicit cascade order; None: by cost hint
+    # Filter plugins, "module:Class" (BaseFilter subclasses), on top of the installed entry points
+    # of group "photogenic.filters". The module must be importable on every Spark worker too.
+    plugins: list[str] = Field(default_factory=list)
 
 
 class SelectConfig(Section):
@@ -159,6 +87,20 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    # The filters this config's class knows: built-ins here; `config_model` subclasses add plugins.
+    registry: ClassVar[Registry] = builtin_registry()
+
+
+@lru_cache(maxsize=None)
+def config_model(registry: Registry) -> type[Config]:
+    """`Config` whose `[filters]` section has the tables of `registry`'s filters (plugins too)."""
+    if registry == Config.registry:
+        return Config
+    section = filters_section_model(registry)
+    namespace = {"__module__": __name__, "__annotations__": {"filters": section},
+                 "filters": Field(default_factory=section), "registry": registry}
+    return type("Config", (Config,), namespace)
+
 
 class ConfigError(ValueError):
     pass
@@ -169,17 +111,44 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{loc}'")
+            hint = UNKNOWN_FILTER_HINT if len(e["loc"]) == 2 and e["loc"][0] == "filters" else ""
+            lines.append(f"  unknown key '{loc}'{hint}")
         else:
             lines.append(f"  {loc}: {e['msg']}")
     return "\n".join(lines)
 
 
+UNKNOWN_FILTER_HINT = (" (no such filter: a plugin's table needs the plugin in [job] plugins or installed "
+                       f"as a {ENTRY_POINT_GROUP!r} entry point)")
+
+
+def _plugin_specs(data: dict[str, Any]) -> list[str]:
+    # Read before validation, which needs the plugins' tables; a malformed value is left for the
+    # model to report with the rest.
+    job = data.get("job")
+    plugins = job.get("plugins") if isinstance(job, dict) else None
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        return plugins
+    return []
+
+
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Resolve the filter plugins (`[job] plugins` + entry points), then validate everything."""
     try:
-        return Config.model_validate(data)
+        registry = resolve(_plugin_specs(data))
+        score_schema(registry)  # a plugin column that clashes with the score table's own
+        model = config_model(registry)
+    except (PluginError, SchemaConflict) as err:
+        raise ConfigError(f"invalid config {source}:\n  job.plugins: {err}") from None
+    try:
+        return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+
+
+def with_plugins(config: Config) -> Config:
+    """`config` re-validated with its plugins resolved (a plain `Config()` knows built-ins only)."""
+    return parse_config(config.model_dump())
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -239,5 +208,5 @@ def defaults_toml() -> str:
             for item in items:
                 walk(item, f"{prefix}.{name}" if prefix else name, array=True)
 
-    walk(Config(), "")
+    walk(config_model(resolve())(), "")  # installed plugins' tables too
     return "\n".join(out).lstrip() + "\n"
