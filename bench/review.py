@@ -36,7 +36,7 @@ from photogenic.annotation.push import push  # noqa: E402
 from photogenic.annotation.tasksets import server_keys as project_keys  # noqa: E402
 from photogenic.annotation.users import AnnotatorStore  # noqa: E402
 from photogenic.pipeline.core.runio import write_json_atomic  # noqa: E402
-from tests.review_helpers import free_port, make_fake_run  # noqa: E402
+from tests.annotation.helpers import free_port, make_fake_run  # noqa: E402
 
 
 def main() -> None:

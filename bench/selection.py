@@ -38,7 +38,7 @@ print(json.dumps(summary))
 
 def ensure_table(rows: int) -> Path:
     """The cached scores dir of `rows` synthetic rows (chunks of 10^6; a prefix is reusable)."""
-    from tests.test_select_helpers import synthetic_scores
+    from tests.pipeline.selection.synthetic import synthetic_scores
 
     scores = RunDir(CACHE / f"select-{rows}").scores
     if is_complete(scores):

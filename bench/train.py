@@ -55,7 +55,7 @@ def main(steps, resolutions, micro_batch, threads, out_file) -> None:
 
     from photogenic.pipeline.core.config import parse_config
     from photogenic.pipeline.export.stage import export_run
-    from tests.export_helpers import make_fake_run
+    from tests.pipeline.export.fake_run import make_fake_run
     from photogenic.training.tiny import make_tiny_base
 
     torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from tests.conftest import run_cli
-from tests.export_helpers import make_fake_run
+from tests.pipeline.export.fake_run import make_fake_run
 
 pytestmark = pytest.mark.timeout(900)
 

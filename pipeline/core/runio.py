@@ -32,31 +32,26 @@ def _fsync_rename(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_parquet_atomic(table: pa.Table, path: str | Path, **kwargs: Any) -> Path:
+def _write_atomic(path: str | Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
-    pq.write_table(table, tmp, **kwargs)
+    write(tmp)
     _fsync_rename(tmp, path)
     return path
+
+
+def write_parquet_atomic(table: pa.Table, path: str | Path, **kwargs: Any) -> Path:
+    return _write_atomic(path, lambda tmp: pq.write_table(table, tmp, **kwargs))
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    _fsync_rename(tmp, path)
-    return path
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    return _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path(path)
-    tmp.write_bytes(data)
-    _fsync_rename(tmp, path)
-    return path
+    return _write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 def replace_dir(tmp: str | Path, final: str | Path) -> None:

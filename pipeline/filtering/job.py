@@ -31,6 +31,8 @@ from photogenic.pipeline.core.runio import (
     write_parquet_atomic,
     write_json_atomic,
 )
+from photogenic.pipeline.core.layout import RunDir
+from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.core.schema import reject_reasons
 
 SUMMARY_SCHEMA = pa.schema([("shard", pa.string()), ("stats", pa.string())])
@@ -156,7 +158,8 @@ def run_filter(
     """Run (or resume) the filter job; returns the funnel summary written to `_funnel.json`."""
     config = with_plugins(config or Config())  # resolve `[job] plugins` and installed entry points
     score_all = config.job.score_all if score_all is None else score_all
-    scores_dir = Path(out) / "scores"
+    run = RunDir.of(out)
+    scores_dir = run.scores
     scores_dir.mkdir(parents=True, exist_ok=True)
     shards = discover_shards(pool, config.job.folder_shard_size)
     fingerprint = job_fingerprint(config, score_all)
@@ -176,9 +179,20 @@ def run_filter(
     funnel = summarise(scores_dir, shards, config)
     funnel["wall_seconds_this_run"] = round(time.time() - started, 3)
     funnel["shards_run_this_time"] = len(todo)
-    write_json_atomic(funnel, scores_dir / "_funnel.json")
+    write_json_atomic(funnel, run.funnel)
+    write_summary(scores_dir, _stage_summary(funnel, fingerprint, config, len(shards)))
     mark_success(scores_dir)
     return funnel
+
+
+def _stage_summary(funnel: dict[str, Any], fingerprint: str, config: Config, shards: int) -> StageSummary:
+    # The one summary shape (core/summary.py); _funnel.json keeps the filter's own numbers.
+    return StageSummary(
+        stage="filter", input_fingerprint=fingerprint, rows_in=funnel["rows_in"],
+        rows_out=funnel["passed"], by_reason=dict(funnel["reject_reasons"]),
+        seconds=funnel["wall_seconds_this_run"], config=config.model_dump(mode="json"),
+        details={"shards": shards, "skipped_filters": funnel.get("skipped_filters", {}),
+                 "meaningless": funnel.get("meaningless", [])})
 
 
 def _spark_for(config: Config, master: str | None, conf: dict[str, str] | None):

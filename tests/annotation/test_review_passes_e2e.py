@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from photogenic.pipeline.cli import cli
 from photogenic.pipeline.core.layout import RunDir
-pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
-from tests.review_helpers import make_fake_run, write_config
+pytest.register_assert_rewrite("tests.annotation.helpers")  # before the import: no rewrite warning
+from tests.annotation.helpers import make_fake_run, write_config
 
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 pytestmark = pytest.mark.slow
 
 N_CANDIDATES = 60

@@ -70,7 +70,8 @@ def test_committed_parquet_skips_temp_and_underscore_names(tmp_path):
 
 @pytest.mark.parametrize("value", ["plain", "it's", "''", "a'b'c", "/run/it's a run/x.parquet", 7])
 def test_sql_quote_round_trips_through_duckdb(value):
-    assert duckdb.execute(f"SELECT {sql_quote(value)}").fetchone()[0] == str(value)
+    with duckdb.connect() as con:  # its own connection: the default one is shared by other tests
+        assert con.execute(f"SELECT {sql_quote(value)}").fetchall() == [(str(value),)]
 
 
 def test_read_json_missing_corrupt_and_strict(tmp_path):

@@ -14,7 +14,7 @@ from photogenic.pipeline.core.summary import read_summary
 from photogenic.pipeline.export.samples import Sample
 from photogenic.pipeline.export.stage import export_run, verify_export
 from photogenic.pipeline.export.writers import open_writers, writer_class
-from tests.export_helpers import curated_keys, make_fake_run
+from tests.pipeline.export.fake_run import curated_keys, make_fake_run
 
 
 def _sample(i: int, split: str) -> Sample:

@@ -23,7 +23,7 @@ from photogenic.pipeline.report.gather import (
     stage_summary_sections,
     thumbnails_section,
 )
-from tests.test_report_helpers import make_fake_run
+from tests.pipeline.report.test_sections import make_fake_run
 
 
 @pytest.fixture(scope="module")

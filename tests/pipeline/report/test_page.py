@@ -10,7 +10,7 @@ import pyarrow as pa
 from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
 from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.report.stage import build_report
-from tests.test_report_helpers import make_fake_run
+from tests.pipeline.report.test_sections import make_fake_run
 
 
 def test_templates_ship_with_the_package():

@@ -12,7 +12,7 @@ from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import mark_success
 from photogenic.pipeline.core.summary import read_summary
 from photogenic.pipeline.selection.stage import run_select
-from tests.test_select_helpers import synthetic_scores, write_scores
+from tests.pipeline.selection.synthetic import synthetic_scores, write_scores
 
 
 def _config(**select):

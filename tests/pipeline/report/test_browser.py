@@ -9,14 +9,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from photogenic.pipeline.report.stage import build_report
-from tests.test_report_helpers import make_fake_run
+from tests.pipeline.report.test_sections import make_fake_run
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+from tests.conftest import ARTIFACTS  # noqa: E402
 
 
 def expected_counts(run: Path) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pytest
 from photogenic.pipeline.core.config import parse_config
 from photogenic.pipeline.selection.sql import DROPPED_SCHEMA
 from photogenic.pipeline.selection.stage import run_select
-from tests.test_select_helpers import synthetic_scores, write_scores
+from tests.pipeline.selection.synthetic import synthetic_scores, write_scores
 
 
 def _both_engines(run_dirs: tuple[Path, Path], **select) -> tuple[dict, dict]:

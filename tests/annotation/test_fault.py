@@ -18,15 +18,15 @@ from photogenic.annotation import server
 from photogenic.annotation.lsclient import Client
 from photogenic.annotation.projects import find_project
 from photogenic.annotation.tasksets import server_keys as project_keys
-pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
-from tests.review_helpers import free_port, make_fake_run, write_config
+pytest.register_assert_rewrite("tests.annotation.helpers")  # before the import: no rewrite warning
+from tests.annotation.helpers import free_port, make_fake_run, write_config
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by
 # every review test file through this plugin, so it starts once per test session.
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO  # noqa: E402
 
 
 def _push_proc(run: Path, cfg: Path, extra_env: dict | None = None) -> subprocess.Popen:

@@ -14,7 +14,7 @@ from photogenic.pipeline.core.summary import read_summary
 from photogenic.pipeline.selection.sql import CANDIDATE_SCHEMA
 from photogenic.pipeline.selection.stage import SelectError, run_select
 from tests.conftest import run_cli
-from tests.test_select_helpers import close_pairs, score_rows, synthetic_scores, water_level_shares, write_scores
+from tests.pipeline.selection.synthetic import close_pairs, score_rows, synthetic_scores, water_level_shares, write_scores
 
 
 def _config(**select) -> Config:

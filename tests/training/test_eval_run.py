@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.test_eval_helpers import CATEGORIES, eval_config, eval_out, prompts_file, tiny_models  # noqa: F401
+from tests.training.eval_fixtures import CATEGORIES, eval_config, eval_out, prompts_file, tiny_models  # noqa: F401
 from photogenic.training.eval import EvalError, generate, load_prompts, outcome, run_eval
 from photogenic.training.eval_cli import eval_group
 

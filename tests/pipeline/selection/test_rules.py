@@ -11,7 +11,7 @@ from photogenic.pipeline.core.config import ConfigError
 from photogenic.pipeline.selection.dedup import band_flips, band_layout, components, hamming, probe_radius
 from photogenic.pipeline.selection.plan import allocate_quotas, metaclip_level, metaclip_thresholds
 from photogenic.pipeline.selection.sql import HASH_BITS
-from tests.test_select_helpers import water_level_shares
+from tests.pipeline.selection.synthetic import water_level_shares
 
 concept_counts = st.dictionaries(st.sampled_from("abcdefghij"), st.integers(0, 5000), min_size=1, max_size=10)
 

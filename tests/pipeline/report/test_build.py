@@ -7,7 +7,7 @@ import duckdb
 from click.testing import CliRunner
 
 from photogenic.pipeline.report.stage import build_report, report_cmd
-from tests.test_report_helpers import make_fake_run
+from tests.pipeline.report.test_sections import make_fake_run
 
 
 def data_counts(html: str) -> dict[str, int]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train_helpers import (
+from tests.training.helpers import (
     make_tiny_set,
     max_abs_diff,
     tiny_config,
@@ -21,7 +21,7 @@ from tests.train_helpers import (
 )
 from photogenic.training.trainer import TrainError, train
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO  # noqa: E402
 
 
 @pytest.fixture(scope="module")

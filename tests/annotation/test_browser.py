@@ -14,12 +14,12 @@ from photogenic.annotation.lsclient import Client
 from photogenic.annotation.pull import pull
 from photogenic.annotation.push import push
 from photogenic.pipeline.core.runio import mark_success, write_parquet_atomic
-pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
-from tests.review_helpers import annotator_store, artifacts_dir, make_fake_run
+pytest.register_assert_rewrite("tests.annotation.helpers")  # before the import: no rewrite warning
+from tests.annotation.helpers import annotator_store, artifacts_dir, make_fake_run
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by
 # every review test file through this plugin, so it starts once per test session.
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"

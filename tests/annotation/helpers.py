@@ -1,6 +1,6 @@
 """Shared pieces of the review tests: one real Label Studio server per test session, fake runs.
 
-Test files load it with `pytest_plugins = ["tests.review_helpers"]`, so the session-scoped server
+Test files load it with `pytest_plugins = ["tests.annotation.helpers"]`, so the session-scoped server
 fixture is one fixture definition and starts once however many review files run.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def ls_client(ls_server, ls_config) -> Client:
 
 
 def artifacts_dir() -> Path:
-    path = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    path = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -8,7 +8,7 @@ from photogenic.filters.clip import (ClipEmbedder, ClipFilter, MissingWeights, e
 from photogenic.pipeline.filtering.job import write_embeddings
 from photogenic.pipeline.filtering.cascade import Cascade
 from photogenic.pipeline.core.config import parse_config
-from tests.filters_helpers import CAPTIONS, jpeg, photo, pool_batch, sample
+from tests.filters.helpers import CAPTIONS, jpeg, photo, pool_batch, sample
 
 
 @pytest.fixture(scope="module")

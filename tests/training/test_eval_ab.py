@@ -16,10 +16,10 @@ from photogenic.pipeline.core.config.review import ReviewConfig
 from photogenic.annotation.lsclient import Client
 from photogenic.annotation.users import AnnotatorStore
 from photogenic.pipeline.report.stage import build_report
-from tests.review_helpers import free_port, ls_server  # noqa: F401
-from tests.test_eval_helpers import eval_out, prompts_file, tiny_models  # noqa: F401
-from tests.test_report_browser import browser, open_report  # noqa: F401
-from tests.test_report_helpers import make_fake_run
+from tests.annotation.helpers import free_port, ls_server  # noqa: F401
+from tests.training.eval_fixtures import eval_out, prompts_file, tiny_models  # noqa: F401
+from tests.pipeline.report.test_browser import browser, open_report  # noqa: F401
+from tests.pipeline.report.test_sections import make_fake_run
 from photogenic.pipeline.core.config.training import EvalConfig
 from photogenic.training.eval_ab import ab_dir, pull, push
 from photogenic.training.eval_cli import eval_group

@@ -4,7 +4,7 @@ import pytest
 from photogenic.filters.clip import ClipEmbedder
 from photogenic.filters.concepts import ConceptFilter, load_taxonomy
 from photogenic.filters.base import Need
-from tests.filters_helpers import CAPTIONS, photo, sample
+from tests.filters.helpers import CAPTIONS, photo, sample
 
 
 @pytest.mark.parametrize("caption,concept", [

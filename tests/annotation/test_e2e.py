@@ -18,12 +18,12 @@ from photogenic.annotation.cli import review
 from photogenic.annotation.pull import pull
 from photogenic.annotation.push import push
 from photogenic.annotation.quality import summarise
-pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
-from tests.review_helpers import annotator_store, make_fake_run, submit, write_config
+pytest.register_assert_rewrite("tests.annotation.helpers")  # before the import: no rewrite warning
+from tests.annotation.helpers import annotator_store, make_fake_run, submit, write_config
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by
 # every review test file through this plugin, so it starts once per test session.
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 
 pytestmark = pytest.mark.slow
 N_TASKS = 1000

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from tests.export_helpers import MISSING_FILE, curated_keys, make_fake_run
+from tests.pipeline.export.fake_run import MISSING_FILE, curated_keys, make_fake_run
 from photogenic.pipeline.cli import cli
 from photogenic.pipeline.export.stage import (
     ExportError,

@@ -6,9 +6,9 @@ import signal
 import duckdb
 
 from tests.conftest import run_cli
-from tests.review_helpers import make_fake_run, write_config
+from tests.annotation.helpers import make_fake_run, write_config
 
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 
 
 def test_review_pull_killed_mid_write_then_rerun_equals_uninterrupted(tmp_path, ls_server, ls_config):

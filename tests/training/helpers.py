@@ -5,7 +5,7 @@ from pathlib import Path
 
 from photogenic.pipeline.core.config import parse_config
 from photogenic.pipeline.export.stage import export_run
-from tests.export_helpers import make_fake_run
+from tests.pipeline.export.fake_run import make_fake_run
 from photogenic.pipeline.core.config.training import TrainConfig
 from photogenic.training.tiny import make_tiny_base
 

@@ -12,15 +12,15 @@ import requests
 
 from photogenic.annotation import server
 from photogenic.annotation.users import AnnotatorStore
-pytest.register_assert_rewrite("tests.review_helpers")  # before the import: no rewrite warning
-from tests.review_helpers import make_fake_run, write_config
+pytest.register_assert_rewrite("tests.annotation.helpers")  # before the import: no rewrite warning
+from tests.annotation.helpers import make_fake_run, write_config
 
 # The session's one Label Studio server (fixtures ls_config, ls_server, ls_client) is shared by
 # every review test file through this plugin, so it starts once per test session.
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO  # noqa: E402
 
 
 def _cli(*args: str, env: dict | None = None, verbose: bool = False) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ from photogenic.filters.aesthetic import AestheticFilter, load_head, score_embed
 from photogenic.filters.aesthetic_cli import aesthetic
 from photogenic.pipeline.filtering.cascade import FilterSkipped, build_filters
 from photogenic.pipeline.core.config import parse_config
-from tests.filters_helpers import photo, sample, unit_vectors
+from tests.filters.helpers import photo, sample, unit_vectors
 
 
 class LaionMLP(nn.Module):

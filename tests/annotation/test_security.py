@@ -4,9 +4,9 @@ import requests
 
 from photogenic.annotation.media import media_name
 from tests.conftest import run_cli
-from tests.review_helpers import make_fake_run, write_config
+from tests.annotation.helpers import make_fake_run, write_config
 
-pytest_plugins = ["tests.review_helpers"]
+pytest_plugins = ["tests.annotation.helpers"]
 
 
 def test_local_files_refuse_paths_outside_the_document_root(tmp_path, ls_server, ls_config):

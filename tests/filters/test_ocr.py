@@ -4,7 +4,7 @@ import importlib.util
 import pytest
 
 from photogenic.filters.ocr import OcrFilter, count_words, insert_spaces
-from tests.filters_helpers import AD_WORDS, photo, sample, with_text
+from tests.filters.helpers import AD_WORDS, photo, sample, with_text
 
 
 @pytest.fixture(scope="module")

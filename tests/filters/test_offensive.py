@@ -2,7 +2,7 @@
 import pytest
 
 from photogenic.filters.offensive import NUDENET_LABELS, OffensiveFilter, load_terms, terms_pattern
-from tests.filters_helpers import CAPTIONS, PHOTOS, photo, sample
+from tests.filters.helpers import CAPTIONS, PHOTOS, photo, sample
 
 
 @pytest.fixture(scope="module")
