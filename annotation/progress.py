@@ -2,7 +2,6 @@
 Label Studio when it answers, else from the last pull."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from photogenic.annotation.pull import default_overlap, load_gold_file, parse_an
 from photogenic.annotation.quality import summarise
 from photogenic.pipeline.core.config.review import ReviewConfig, pass_number
 from photogenic.pipeline.core.layout import RunDir
+from photogenic.pipeline.core.runio import read_json
 
 RECENT = 200  # annotations the rate is measured over
 
@@ -72,14 +72,14 @@ def live_pass_status(run: Path, name: str, client: Client, config: ReviewConfig)
 
 
 def pulled_pass_status(run: Path, name: str, n: int) -> dict | None:
-    out = RunDir.of(run).review(name)
-    if not (out / "annotations.parquet").exists():
+    run = RunDir.of(run)
+    out = run.review(name)
+    if not run.annotations(name).exists():
         return None
-    rows = pq.read_table(out / "annotations.parquet").to_pylist()
-    dec = pq.read_table(out / "decisions.parquet", columns=["key", "required_annotations"]).to_pylist()
+    rows = pq.read_table(run.annotations(name)).to_pylist()
+    dec = pq.read_table(run.decisions(name), columns=["key", "required_annotations"]).to_pylist()
     tasks = [{"data": {"key": d["key"]}, "overlap": d["required_annotations"]} for d in dec]
-    quality = json.loads((out / "quality.json").read_text()) if (out / "quality.json").exists() else \
-        summarise(rows, load_gold_file(out))
+    quality = read_json(out / "quality.json") or summarise(rows, load_gold_file(out))
     return {"pass": n, "name": name, "source": "last pull", **_progress(tasks, rows), "quality": quality}
 
 

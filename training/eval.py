@@ -26,6 +26,8 @@ import pyarrow as pa
 from photogenic.pipeline.core.layout import EvalDir, ModelDir
 from photogenic.pipeline.core.runio import clear_success, mark_success, write_bytes_atomic, write_json_atomic, write_parquet_atomic
 from photogenic.pipeline.core.config.training import EvalConfig
+from photogenic.pipeline.core.summary import StageSummary, write_summary
+from photogenic.pipeline.core.summary import fingerprint as fingerprint_of
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +345,11 @@ def run_eval(base: str | Path, tuned: str | Path, out: str | Path, prompts_file:
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), EvalDir(out).pairs)
     results = summarise(rows, cfg, judges, base_info, tuned_info, prompts_file, len(prompts), timings)
     write_json_atomic(results, EvalDir(out).results)
+    write_summary(out, StageSummary(
+        stage="eval", input_fingerprint=fingerprint_of(base_info, tuned_info, prompts_sha, cfg.model_dump(mode="json")),
+        rows_in=len(pairs), rows_out=len(rows), seconds=round(sum(timings.values()), 3),
+        config=cfg.model_dump(mode="json"),
+        details={"prompts": len(prompts), "seeds": list(cfg.seeds), "results": EvalDir(out).results.name}))
     mark_success(out)
     return results
 

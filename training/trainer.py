@@ -31,6 +31,7 @@ from typing import Any
 
 from photogenic.pipeline.core.layout import TRAINING_STATE, ModelDir
 from photogenic.pipeline.core.runio import mark_success, publishing, read_json, write_json_atomic
+from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.core.config.training import TrainConfig
 from photogenic.training.data import (
     BatchStream,
@@ -539,6 +540,15 @@ class Trainer:
                 state["stopped_early"] = True
         return val
 
+    def _stage_summary(self, result: TrainResult) -> StageSummary:
+        # The one summary shape (core/summary.py): images in, images trained on, the held-out rest.
+        n_train, n_val = len(self.train_set), len(self.val_set)
+        return StageSummary(
+            stage="train", input_fingerprint=self._data_fingerprint(), rows_in=n_train + n_val,
+            rows_out=n_train, by_reason={"validation": n_val} if n_val else {},
+            config=self.config.model_dump(mode="json"),
+            details={k: v for k, v in asdict(result).items() if k not in ("out_dir", "metrics")})
+
     def _finish(self, state: dict[str, Any]) -> TrainResult:
         acc = self.accelerator
         acc.wait_for_everyone()
@@ -549,6 +559,7 @@ class Trainer:
             best = read_json(self.model_dir.best, strict=True)
             write_pipeline(self.base_model, self.state_dir / best["dir"], self.out_dir)
             write_json_atomic(asdict(result), self.model_dir.result)
+            write_summary(self.out_dir, self._stage_summary(result))
             mark_success(self.state_dir)
         acc.wait_for_everyone()
         return result

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from photogenic.pipeline.core.summary import read_summary
 from tests.training.eval_fixtures import CATEGORIES, eval_config, eval_out, prompts_file, tiny_models  # noqa: F401
 from photogenic.training.eval import EvalError, generate, load_prompts, outcome, run_eval
 from photogenic.training.eval_cli import eval_group
@@ -28,6 +29,9 @@ def test_eval_tables_come_from_generated_images(eval_out):
             assert row[f"{metric}_outcome"] == outcome(row[f"tuned_{metric}"], row[f"base_{metric}"], margin)
     results = json.loads((eval_out / "results.json").read_text())
     assert results["pairs"] == 12 and results["prompts"] == 6 and results["seeds"] == [0, 1]
+    summary = read_summary(eval_out)  # the one stage-summary shape
+    assert (summary.stage, summary.rows_in, summary.rows_out) == ("eval", 12, 12)
+    assert summary.details["prompts"] == 6 and summary.input_fingerprint
     for metric in ("clip_score", "aesthetic_score"):
         table = results["tables"][metric]
         assert list(table) == ["all", *CATEGORIES]

@@ -21,6 +21,7 @@ from tests.training.helpers import (
 )
 from photogenic.training.trainer import TrainError, train
 
+from photogenic.pipeline.core.summary import read_summary  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 
 
@@ -51,6 +52,10 @@ def test_loss_falls_and_output_is_a_diffusers_pipeline(tiny, tmp_path):
     run = json.loads((out / "training_state" / "run.json").read_text())
     assert run["effective_batch"] == 4 and run["gradient_accumulation"] == 2
     assert run["train_images"] + run["validation_images"] == 9
+    summary = read_summary(out)  # the one stage-summary shape
+    assert summary.stage == "train" and summary.rows_in == 9 and summary.rows_out == run["train_images"]
+    assert summary.by_reason == {"validation": run["validation_images"]}
+    assert summary.details["best_step"] == result.best_step and summary.input_fingerprint
     # The output is the best checkpoint (EMA weights) as a stock diffusers pipeline.
     best = json.loads((out / "training_state" / "best.json").read_text())
     assert best["ema"] is True and best["step"] == result.best_step

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from photogenic.pipeline.core.config import load_config
+from photogenic.pipeline.core.summary import read_summary
 from photogenic.pipeline.filtering.job import run_filter
 from tests.conftest import PHOTOGENIC, REPO, run_cli
 
@@ -42,6 +43,14 @@ def test_every_planted_defect_gets_its_reason(sample_pool, cheap_run):
     assert funnel["rows_in"] == gt["rows"]
     assert funnel["passed"] == sum(1 for v in got.values() if v == "")
     assert (cheap_run / "scores/_SUCCESS").exists()
+
+
+def test_the_filter_stage_writes_the_one_summary_shape(cheap_run):
+    funnel = json.loads((cheap_run / "scores/_funnel.json").read_text())
+    summary = read_summary(cheap_run / "scores")
+    assert (summary.stage, summary.rows_in, summary.rows_out) == ("filter", funnel["rows_in"], funnel["passed"])
+    assert summary.by_reason == funnel["reject_reasons"] and summary.input_fingerprint
+    assert summary.config["filters"]["offensive"]["enabled"] is False  # the cheap config that ran
 
 
 def test_technical_filter_keeps_photogenic_kinds_and_rejects_focus_defects(sample_pool, cheap_run):
