@@ -12,7 +12,7 @@
 0. The technical filter: its cost per image against the legacy one at both decode sizes, its
    confusion table per kind of the pool, its catch rate per defect strength, and what clipping
    thresholds would reject of each clean kind (bench/technical.py).
-3. The Spark filter job (`pipeline.filter_job.run_filter`, local[*]) vs the same cascade in a plain
+3. The Spark filter job (`photogenic.pipeline.filtering.job.run_filter`, local[*]) vs the same cascade in a plain
    Python loop: rows/s and their ratio.
 Every number written is measured in this run; the machine's core count and load are recorded
 because a shared machine inflates all of them alike.

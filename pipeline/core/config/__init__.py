@@ -60,7 +60,7 @@ class SelectConfig(Section):
     engine: Literal["duckdb", "spark"] = "duckdb"
     # Near duplicates: pHash Hamming distance <= near_dup_hamming, found exactly by banding the
     # 64 bits into near_dup_bands bands and probing each band within ceil((h+1)/bands)-1 bits
-    # (pipeline/dedup.py). 2 bands suit h <= 3 at 10^7+ rows; h 4-7 wants 4-8 bands.
+    # (pipeline/selection/dedup.py). 2 bands suit h <= 3 at 10^7+ rows; h 4-7 wants 4-8 bands.
     near_dup_hamming: int = Field(3, ge=0, le=32)
     near_dup_bands: int = Field(2, ge=1, le=32)
     balance: Literal["quota", "metaclip"] = "quota"

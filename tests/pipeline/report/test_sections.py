@@ -98,7 +98,7 @@ def make_fake_run(root: Path, stages: str = "all") -> Path:
         [{**r, "engagement": r["likes"] / r["views"], "concept_rank": i, "dup_group": None}
          for i, r in enumerate(candidates)])
     write_parquet_atomic(cand_table, run / "candidates" / "part-00000.parquet")
-    # The shape pipeline/select.py writes (the parts the report reads).
+    # The shape select wrote before the one stage summary (read_details still reads it) (the parts the report reads).
     write_json_atomic({"target": 18, "seed": 0, "selected": len(candidates),
                        "duplicates_removed": {"exact": 2, "near": 1}, "engagement": {"method": "bayes"},
                        "concepts": {c: {"passed": 6, "after_dedup": 5, "available": 5, "selected": 4}

@@ -1,4 +1,4 @@
-"""Synthetic score tables for the select tests and bench/select.py (no test functions here)."""
+"""Synthetic score tables for the select tests and bench/selection.py (no test functions here)."""
 from __future__ import annotations
 
 from pathlib import Path
