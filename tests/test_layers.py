@@ -33,3 +33,15 @@ def test_no_module_edits_the_import_path():
     offenders = [str(p.relative_to(REPO)) for top in ("filters", "pipeline", "annotation", "training", "bench")
                  for p in (REPO / top).rglob("*.py") if "sys.path" in p.read_text()]
     assert offenders == []
+
+
+def test_every_package_folder_is_listed_for_the_wheel():
+    # package-dir mapping means setuptools does not discover packages: a folder left out of the
+    # list would be missing from a built wheel while the editable install still finds it.
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"photogenic." + ".".join(p.parent.relative_to(REPO).parts)
+             for top in ("filters", "pipeline", "annotation", "training")
+             for p in (REPO / top).rglob("__init__.py")}
+    assert found == listed
