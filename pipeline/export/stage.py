@@ -202,6 +202,7 @@ def export_cmd(run_dir, stage, out_dir, config_path, force, verify_only) -> None
         return
     try:
         config = load_config(config_path)
+        stage = stage or config.review.last_pass.name  # said in the message below
         result = export_run(run_dir, out, stage, config, force=force)
     except (ExportError, ConfigError) as err:
         raise click.ClickException(str(err)) from None

@@ -27,6 +27,7 @@ def exported(tmp_path_factory):
     run = make_fake_run(tmp_path_factory.mktemp("export"))
     result = CliRunner().invoke(cli, ["export", "--run", str(run)])
     assert result.exit_code == 0, result.output
+    assert " from pass2 " in result.output  # the default source is the last configured pass
     return run, run / "export"
 
 
