@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUMMARY = "_summary.json"
-SUCCESS = "_SUCCESS"
 DROPPED = "_dropped"  # select's audit table of rows not selected, inside candidates/
 SELECTED_PART = "part-00000.parquet"  # select's one file of candidate rows
 

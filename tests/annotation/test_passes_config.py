@@ -7,7 +7,7 @@ import tomllib
 import pytest
 
 from photogenic.pipeline.core.config import ConfigError, defaults_toml, dump_config, parse_config
-from photogenic.pipeline.core.config.review import (ReviewConfig, export_sources, pass_dirs, pass_label,
+from photogenic.pipeline.core.config.review import (ReviewConfig, export_sources, pass_label,
                                                     pass_number, pass_token)
 
 
@@ -27,8 +27,6 @@ def test_default_passes_are_the_two_passes_of_before():
     assert [pass_token(n) for n in review.pass_names()] == ["1", "2"]  # Label Studio markers as before
     assert pass_label("pass1") == "pass 1" and pass_label("final") == "final"
     assert export_sources(review) == ["candidates", "pass1", "pass2"]
-    assert {k: v.as_posix() for k, v in pass_dirs("RUN", review).items()} == {
-        "pass1": "RUN/review/pass1", "pass2": "RUN/review/pass2"}
 
 
 def test_defaults_toml_and_dump_round_trip_the_passes():

@@ -14,7 +14,6 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from photogenic.pipeline.core.config.base import Section
-from photogenic.pipeline.core.layout import RunDir
 
 CANDIDATES = "candidates"
 # Built-in label configs (annotation/configs/NAME.xml): keep/drop only, or keep/drop + 1-5 ratings.
@@ -194,12 +193,6 @@ def pass_label(name: str) -> str:
     """A pass for people: "pass 1" for pass1, else its name."""
     m = _NUMBERED.match(name)
     return f"pass {m.group(1)}" if m else name
-
-
-def pass_dirs(run: "str | Path | RunDir", review: ReviewConfig) -> dict[str, Path]:
-    """RUN/review/NAME of every configured pass, in config order."""
-    run = RunDir.of(run)
-    return {name: run.review(name) for name in review.pass_names()}
 
 
 def export_sources(review: ReviewConfig) -> list[str]:
