@@ -26,6 +26,12 @@ ANNOTATED_QUERY = {"filters": {"conjunction": "or", "items": [
 ]}}
 
 
+def backoff_delay(attempt: int, backoff_s: float, backoff_max_s: float) -> float:
+    """Seconds before retry `attempt` (1, 2, ...): doubling from backoff_s, capped, with jitter
+    (so clients that failed together do not retry together)."""
+    return min(backoff_max_s, backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+
+
 class LabelStudioError(RuntimeError):
     pass
 
@@ -63,8 +69,7 @@ class Client:
         last: str = ""
         for attempt in range(attempts):
             if attempt:
-                delay = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-                time.sleep(delay * (0.5 + random.random() / 2))
+                time.sleep(backoff_delay(attempt, self.backoff_s, self.backoff_max_s))
                 if on_retry:
                     on_retry()
             try:

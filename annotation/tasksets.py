@@ -11,14 +11,13 @@ on every push, and is trusted only while provably in step with the server (see `
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from photogenic.annotation.ledger import Ledger
-from photogenic.annotation.lsclient import Client, LabelStudioError, Unavailable
+from photogenic.annotation.lsclient import Client, LabelStudioError, Unavailable, backoff_delay
 from photogenic.pipeline.core.config.review import ReviewConfig
 
 
@@ -37,10 +36,7 @@ class ImportPolicy:
                    backoff_s=config.backoff_s, backoff_max_s=config.backoff_max_s)
 
     def delay(self, attempt: int) -> float:
-        """Seconds before retry `attempt` (1, 2, ...): doubling from backoff_s, capped, with jitter
-        (so clients that failed together do not retry together)."""
-        base = min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
-        return base * (0.5 + random.random() / 2)
+        return backoff_delay(attempt, self.backoff_s, self.backoff_max_s)
 
 
 @dataclass
