@@ -55,7 +55,21 @@ def cli(verbose: bool) -> None:
 
 
 def main() -> None:
-    sys.exit(cli.main(prog_name="photogenic", standalone_mode=True))
+    from photogenic.pipeline.core.storage import store_errors
+
+    try:
+        sys.exit(cli.main(prog_name="photogenic", standalone_mode=False))
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except store_errors() as err:  # a store that refused or went away: say which, no stack dump
+        click.echo(f"Error: storage unavailable: {err}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

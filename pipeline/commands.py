@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from photogenic.pipeline.core.config import ConfigError, defaults_toml, load_config
+from photogenic.pipeline.core.layout import RunDir
 
 console = Console(stderr=False)
 
@@ -66,8 +67,8 @@ def print_funnel(funnel: dict) -> None:
 
 
 @click.command("filter")
-@click.option("--pool", required=True, type=click.Path(exists=True), help="Pool: tar shards, parquet, or image folder.")
-@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--pool", required=True, help="Pool: tar shards, parquet, or image folder; a path or a URL (s3://, gs://, ...).")
+@click.option("--out", "run_dir", required=True, help="Run directory; a path or a URL.")
 @click.option("--config", "config_path", type=click.Path(), help="TOML config.")
 @click.option("--master", help="Spark master (default from config: local[*]).")
 @click.option("--conf", multiple=True, help="Spark config key=value (repeatable).")
@@ -76,7 +77,7 @@ def print_funnel(funnel: dict) -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def filter_cmd(pool, run_dir, config_path, master, conf, score_all, save_embeddings, quiet) -> None:
     """Score every pool sample (one row each) into RUN/scores/ on Spark."""
-    from photogenic.pipeline.filtering.job import JobConfigMismatch, run_filter
+    from photogenic.pipeline.filtering.job import FilterJobFailed, JobConfigMismatch, run_filter
     from photogenic.pipeline.pool.readers import PoolError
     from photogenic.pipeline.core.spark import parse_conf
 
@@ -85,7 +86,7 @@ def filter_cmd(pool, run_dir, config_path, master, conf, score_all, save_embeddi
         funnel = run_filter(pool, run_dir, config, master=master, conf=parse_conf(conf),
                             score_all=score_all or None, progress=not quiet and sys.stderr.isatty(),
                             save_embeddings=save_embeddings)
-    except (PoolError, JobConfigMismatch, ValueError) as err:
+    except (PoolError, JobConfigMismatch, FilterJobFailed, ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
     print_funnel(funnel)
-    console.print(f"scores: {Path(run_dir) / 'scores'}")
+    console.print(f"scores: {RunDir.of(run_dir).scores}")

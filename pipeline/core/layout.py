@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from photogenic.pipeline.core.storage import as_path
+
 SUMMARY = "_summary.json"
 DROPPED = "_dropped"  # select's audit table of rows not selected, inside candidates/
 SELECTED_PART = "part-00000.parquet"  # select's one file of candidate rows
@@ -27,7 +29,7 @@ class RunDir:
 
     @classmethod
     def of(cls, run: "str | Path | RunDir") -> "RunDir":
-        return run if isinstance(run, RunDir) else cls(Path(run))
+        return run if isinstance(run, RunDir) else cls(as_path(run))  # a local path or a URL
 
     # -- filter ------------------------------------------------------------------------------
     @property
@@ -102,7 +104,7 @@ class RunDir:
 
     @staticmethod
     def summary(directory: Path) -> Path:
-        return Path(directory) / SUMMARY
+        return as_path(directory) / SUMMARY
 
     def __fspath__(self) -> str:
         return str(self.root)

@@ -1,9 +1,17 @@
-"""The storage seam: every run file is written and listed here (today local files; the object-store
-issue puts fsspec behind these same functions). Atomic, rerunnable outputs: temp name, then
-rename, then a marker."""
+"""The storage seam: every run file is written and listed here, on local disk or an object store
+(core/storage.py). Atomic, rerunnable outputs without relying on rename where a store has none:
+
+- one file: local disk writes a temp name and renames it; a store's PUT (or completed multipart
+  upload) is atomic by itself, and a failed write is aborted, never committed half-written;
+- a part of a stage written by many tasks: an attempt-unique name, committed by a marker written
+  after it that names it (filtering/job.py); readers list markers, never data files;
+- a whole folder (`publishing`): built aside, then published: on local disk swapped in with one
+  rename; on a store uploaded under its final prefix and committed by `_SUCCESS` written last,
+  which its readers check (`is_complete`)."""
 from __future__ import annotations
 
 import ctypes
+import re
 import functools
 import json
 import os
@@ -16,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from photogenic.pipeline.core.storage import StorageError, arrow_args, as_path, filesystem, is_remote
 
 SUCCESS = "_SUCCESS"
 TMP_MARK = ".tmp-"
@@ -32,26 +42,52 @@ def _fsync_rename(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def _write_atomic(path: str | Path, write) -> Path:
-    path = Path(path)
+def write_file_atomic(path: str | Path, write) -> Path:
+    """Write a file through `write(binary_file)` so readers see all of it or nothing."""
+    path = as_path(path)
+    if is_remote(path):
+        _write_object(path, write)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
-    write(tmp)
-    _fsync_rename(tmp, path)
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
     return path
 
 
+def _write_object(path, write) -> None:
+    fs, inner = filesystem(path)
+    try:
+        fh = fs.open(inner, "wb")
+    except OSError as err:
+        raise StorageError(f"cannot write {path}: {err}") from err
+    try:
+        write(fh)
+    except BaseException:
+        # Closing would upload what was written so far; discard aborts it instead.
+        getattr(fh, "discard", lambda: None)()
+        raise
+    try:
+        fh.close()  # the commit point: the object exists from here on, complete
+    except Exception as err:  # a store that went away mid-upload: nothing was committed
+        getattr(fh, "discard", lambda: None)()
+        raise StorageError(f"cannot write {path}: {err}") from err
+
+
 def write_parquet_atomic(table: pa.Table, path: str | Path, **kwargs: Any) -> Path:
-    return _write_atomic(path, lambda tmp: pq.write_table(table, tmp, **kwargs))
+    return write_file_atomic(path, lambda fh: pq.write_table(table, fh, **kwargs))
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-    return _write_atomic(path, lambda tmp: tmp.write_text(text))
+    return write_file_atomic(path, lambda fh: fh.write(text.encode()))
 
 
 def write_bytes_atomic(data: bytes, path: str | Path) -> Path:
-    return _write_atomic(path, lambda tmp: tmp.write_bytes(data))
+    return write_file_atomic(path, lambda fh: fh.write(data))
 
 
 def replace_dir(tmp: str | Path, final: str | Path) -> None:
@@ -114,22 +150,24 @@ def stable_id(path: str | Path) -> str:
 
 
 def mark_success(directory: str | Path) -> None:
-    write_json_atomic({"ok": True}, Path(directory) / SUCCESS)
+    write_json_atomic({"ok": True}, as_path(directory) / SUCCESS)
 
 
 def is_complete(directory: str | Path) -> bool:
-    return (Path(directory) / SUCCESS).exists()
+    return (as_path(directory) / SUCCESS).exists()
 
 
 def clear_success(directory: str | Path) -> None:
-    (Path(directory) / SUCCESS).unlink(missing_ok=True)
+    marker = as_path(directory) / SUCCESS
+    if marker.exists():
+        marker.unlink()
 
 
 def remove_stale_tmp(directory: str | Path) -> int:
     """Delete temp files a killed run left behind; returns how many."""
-    directory = Path(directory)
-    if not directory.exists():
-        return 0
+    directory = as_path(directory)
+    if is_remote(directory) or not directory.exists():
+        return 0  # stores get no temp files: their writes are atomic (_write_object)
     n = 0
     for p in directory.rglob(f".*{TMP_MARK}*"):
         if p.is_file():
@@ -148,7 +186,7 @@ class CorruptFile(ValueError):
 def read_json(path: str | Path, *, strict: bool = False) -> Any:
     """Parsed JSON at `path`; None when it is missing. A corrupt file raises CorruptFile when
     `strict`, else reads as None (a summary half-written by a killed run is as good as none)."""
-    path = Path(path)
+    path = as_path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -159,17 +197,62 @@ def read_json(path: str | Path, *, strict: bool = False) -> Any:
         return None
 
 
+PART_MARKERS = "_stats"  # a task-written folder's commit markers (filtering/job.py)
+
+
 def committed_parquet(directory: str | Path) -> list[Path]:
-    """Parquet files a stage committed under `directory`, sorted. Names starting with "." (a
-    writer's temp file, runio.tmp_path) or "_" (side tables such as _dropped/, _stats/) are skipped
-    at every level."""
-    directory = Path(directory)
+    """Parquet files a stage committed under `directory`, sorted.
+
+    A folder written part by part (the filter job's scores, embeddings) has a marker per part in
+    `_stats/`, naming the part it commits: only those parts count, so an unfinished or duplicate
+    task attempt's file is never read. Elsewhere (a folder published whole), every parquet file
+    whose path has no part starting with "." (a temp file) or "_" (side tables such as _dropped/)."""
+    directory = as_path(directory)
+    markers = directory / PART_MARKERS
+    if (directory / "_job.json").exists():
+        return sorted(directory / name for name in committed_part_names(markers))
     if not directory.is_dir():
         return []
     return sorted(
         p for p in directory.rglob("*.parquet")
         if not any(part.startswith((".", "_")) for part in p.relative_to(directory).parts)
     )
+
+
+def part_identity(name: str) -> str:
+    """A part's name without the attempt id it was written under (`part-X.attempt-ID.parquet`)."""
+    return re.sub(r"\.attempt-[0-9a-f]+(?=\.parquet$)", "", name)
+
+
+def committed_part_names(markers: Path) -> list[str]:
+    """The part file names the markers in `markers` commit (one per marker, sorted)."""
+    names = []
+    for marker in sorted(markers.glob("*.json")) if markers.is_dir() else []:
+        stats = read_json(marker)
+        if stats is not None:
+            names.append(stats.get("part") or f"part-{stats['shard']}.parquet")
+    return names
+
+
+def read_parquet(path: str | Path, **kwargs: Any) -> pa.Table:
+    """A parquet file as a table, from local disk or a store (range reads)."""
+    source, fs = arrow_args(path)
+    return pq.read_table(source, filesystem=fs, **kwargs)
+
+
+def parquet_rows(path: str | Path) -> int:
+    source, fs = arrow_args(path)
+    return pq.ParquetFile(source, filesystem=fs).metadata.num_rows
+
+
+def file_signature(path: str | Path) -> str:
+    """Size and change stamp of a file (mtime on disk; the store's ETag or mtime for objects)."""
+    if is_remote(path):
+        fs, inner = filesystem(path)
+        info = fs.info(inner)
+        return f"{info.get('size')}:{info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def sql_quote(value: object) -> str:
@@ -185,6 +268,8 @@ def build_name(final: str | Path, what: str = "tmp") -> Path:
 
 def remove_stale_builds(final: str | Path) -> int:
     """Delete temp and moved-aside siblings of `final` that a killed build left; returns how many."""
+    if is_remote(final):
+        return 0  # a store's folders are built in a local temp folder (_publishing_remote)
     final = Path(final)
     n = 0
     for p in final.parent.glob(f".{final.name}.*-*"):
@@ -203,6 +288,10 @@ def publishing(final: str | Path) -> Iterator[Path]:
 
     Readers see the old folder or the new one, never a half-built one (replace_dir); on an
     error the temp folder is removed and `final` is untouched."""
+    if is_remote(final):
+        with _publishing_remote(as_path(final)) as tmp:
+            yield tmp
+        return
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = build_name(final)
@@ -212,3 +301,32 @@ def publishing(final: str | Path) -> Iterator[Path]:
         replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _publishing_remote(final) -> Iterator[Path]:
+    """A store has no rename: build in a local temp folder, then clear `final`'s marker, replace
+    its objects and write the marker last. Readers check the marker (`is_complete`), so they see
+    the old folder, none, or the new one, never a mix they would accept."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="photogenic-publish-"))
+    try:
+        yield tmp
+        upload_tree(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def upload_tree(local: Path, final) -> None:
+    fs, inner = filesystem(final)
+    clear_success(final)
+    try:
+        if fs.exists(inner):
+            fs.rm(inner, recursive=True)
+        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUCCESS)
+        for p in files:
+            fs.put_file(str(p), f"{inner}/{p.relative_to(local).as_posix()}")
+    except Exception as err:  # s3fs raises botocore's errors too, e.g. a refused connection
+        raise StorageError(f"cannot publish {final}: {err}") from err
+    mark_success(final)

@@ -58,12 +58,12 @@ def fingerprint(*parts: Any) -> str:
 
 
 def write_summary(directory: str | Path, summary: StageSummary) -> Path:
-    return write_json_atomic(summary.to_json(), RunDir.summary(Path(directory)))
+    return write_json_atomic(summary.to_json(), RunDir.summary(directory))
 
 
 def read_summary(directory: str | Path) -> StageSummary | None:
     """The stage summary in `directory`, or None when the stage has not written one."""
-    data = read_json(RunDir.summary(Path(directory)))
+    data = read_json(RunDir.summary(directory))
     if not isinstance(data, dict) or "stage" not in data or "counts" not in data:
         return None
     return StageSummary.from_json(data)
@@ -75,5 +75,5 @@ def read_details(directory: str | Path) -> dict[str, Any]:
     summary = read_summary(directory)
     if summary is not None:
         return summary.details
-    data = read_json(RunDir.summary(Path(directory)))
+    data = read_json(RunDir.summary(directory))
     return data if isinstance(data, dict) else {}

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from photogenic.pipeline.core.layout import RunDir
-from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, is_complete, sql_quote
+from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, is_complete, read_parquet, sql_quote
+from photogenic.pipeline.core.storage import duckdb_location, register_filesystems
 
 class ExportError(ValueError):
     """The run directory cannot be exported; the message says what is missing."""
@@ -16,7 +17,7 @@ class ExportError(ValueError):
 def _read_tables(files) -> pa.Table | None:
     if not files:
         return None
-    return pa.concat_tables([pq.read_table(f) for f in files], promote_options="permissive")
+    return pa.concat_tables([read_parquet(f) for f in files], promote_options="permissive")
 
 
 def load_curated(run: RunDir, stage: str) -> tuple[pa.Table, dict[str, Any]]:
@@ -37,7 +38,7 @@ def load_curated(run: RunDir, stage: str) -> tuple[pa.Table, dict[str, Any]]:
             f"{path} not found: run `photogenic review pull --pass {stage[-1]}` first "
             f"(or export --from candidates)"
         )
-    table = pq.read_table(path)
+    table = read_parquet(path)
     missing = {"key", "keep"} - set(table.column_names)
     if missing:
         raise ExportError(f"{path} lacks column(s) {sorted(missing)}")
@@ -68,7 +69,8 @@ def load_score_rows(run: RunDir, keys: list[str]) -> dict[str, dict[str, Any]]:
         if not files or not wanted:
             continue
         con.register("wanted", pa.table({"key": pa.array(wanted, pa.string())}))
-        listing = "[" + ", ".join(sql_quote(f) for f in files) + "]"
+        register_filesystems(con, files)
+        listing = "[" + ", ".join(sql_quote(duckdb_location(f)) for f in files) + "]"
         rows = con.sql(
             f"SELECT t.* FROM read_parquet({listing}, union_by_name=true) t "
             "JOIN wanted w USING (key)"

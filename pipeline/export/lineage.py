@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 from photogenic.filters.registry import PluginError, builtin_registry, resolve
 from photogenic.pipeline.core.summary import read_details
 from photogenic.pipeline.core.layout import SUMMARY, RunDir
-from photogenic.pipeline.core.runio import SUCCESS, committed_parquet, read_json
+from photogenic.pipeline.core.runio import (SUCCESS, committed_parquet, file_signature, parquet_rows, read_json,
+                                            read_parquet)
+from photogenic.pipeline.core.storage import location, open_input
 from photogenic.pipeline.export.samples import Written
 
 LINEAGE = "lineage.json"
@@ -26,7 +28,7 @@ VERSIONED_PACKAGES = ("photogenic", "pyarrow", "duckdb", "pyspark", "webdataset"
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -51,13 +53,13 @@ def package_versions() -> dict[str, str]:
 
 
 def _row_count(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(parquet_rows(f) for f in files)
 
 
 def _decision_counts(path: Path) -> dict[str, int] | None:
     if not path.exists():
         return None
-    keep = pq.read_table(path, columns=["keep"]).column("keep").fill_null(False).to_pylist()
+    keep = read_parquet(path, columns=["keep"]).column("keep").fill_null(False).to_pylist()
     return {"decided": len(keep), "kept": sum(keep)}
 
 
@@ -90,8 +92,7 @@ def input_fingerprint(run: RunDir, stage: str, export_config) -> str:
     for f in content + committed_parquet(run.candidates):
         h.update(f"{f.relative_to(run.root)}:{sha256_file(f)}".encode())
     for f in committed_parquet(run.scores):  # can be huge: stat, not content
-        st = f.stat()
-        h.update(f"{f.relative_to(run.root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(f"{f.relative_to(run.root)}:{file_signature(f)}".encode())
     return h.hexdigest()
 
 
@@ -101,7 +102,7 @@ def build_lineage(run: RunDir, stage: str, config, written: Written, root: Path,
     filter_config = (funnel.get("config") or {}).get("filters") or config.filters.model_dump(
         mode="json")
     return {
-        "run": str(run.root.resolve()),
+        "run": location(run.root),
         "from": stage,
         "input_fingerprint": fingerprint,
         "config": {

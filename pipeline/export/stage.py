@@ -37,6 +37,7 @@ from photogenic.pipeline.core.runio import (
     read_json,
     remove_stale_builds,
 )
+from photogenic.pipeline.core.storage import as_path, configure as configure_storage
 from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.core.config.review import export_sources
 from photogenic.pipeline.export.curated import ExportError, load_curated, load_score_rows
@@ -134,10 +135,11 @@ def export_run(run: str | Path, out: str | Path | None = None, stage: str | None
     stage = stage or config.review.last_pass.name
     if stage not in export_sources(config.review):
         raise ExportError(f"--from must be one of {', '.join(export_sources(config.review))}, not {stage!r}")
-    if not Path(run).is_dir():
-        raise ExportError(f"run directory not found: {run}")
-    run = RunDir.of(Path(run))
-    out = Path(out) if out else run.export
+    configure_storage(config.storage.options)
+    run = RunDir.of(run)
+    if not run.root.exists():
+        raise ExportError(f"run directory not found: {run.root}")
+    out = as_path(out) if out else run.export
     fingerprint = input_fingerprint(run, stage, config.export)
     if not force and is_complete(out):
         lineage = read_json(out / LINEAGE) or {}
@@ -158,7 +160,7 @@ def export_run(run: str | Path, out: str | Path | None = None, stage: str | None
 
 def verify_export(out: str | Path) -> list[str]:
     """Problems found re-hashing an export against its lineage.json (empty list: all verify)."""
-    out = Path(out)
+    out = as_path(out)
     lineage = read_json(out / LINEAGE)
     if lineage is None:
         return [f"{out / LINEAGE} missing or unreadable"]
@@ -177,12 +179,11 @@ def verify_export(out: str | Path) -> list[str]:
 
 
 @click.command("export")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-              help="Run directory (reads review decisions, candidates, scores).")
+@click.option("--run", "run_dir", required=True,
+              help="Run directory (reads review decisions, candidates, scores); a path or a URL.")
 @click.option("--from", "stage", help="Which decisions define the curated set: candidates or a review "
                                      "pass of [[review.passes]] (default: the last pass).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Output folder (default RUN/export).")
+@click.option("--out", "out_dir", help="Output folder (default RUN/export); a path or a URL.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
 @click.option("--force", is_flag=True, help="Rebuild even if an up-to-date export exists.")
 @click.option("--verify", "verify_only", is_flag=True,
@@ -191,7 +192,7 @@ def export_cmd(run_dir, stage, out_dir, config_path, force, verify_only) -> None
     """Export the curated set: webdataset shards, parquet manifest, imagefolder, lineage."""
     from photogenic.pipeline.core.config import ConfigError, load_config
 
-    out = Path(out_dir) if out_dir else RunDir.of(run_dir).export
+    out = as_path(out_dir) if out_dir else RunDir.of(run_dir).export
     if verify_only:
         problems = verify_export(out)
         for p in problems:
@@ -204,7 +205,7 @@ def export_cmd(run_dir, stage, out_dir, config_path, force, verify_only) -> None
         config = load_config(config_path)
         stage = stage or config.review.last_pass.name  # said in the message below
         result = export_run(run_dir, out, stage, config, force=force)
-    except (ExportError, ConfigError) as err:
+    except (ExportError, ConfigError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if result.skipped_run:
         click.echo(f"{out}: up to date ({result.counts.get('exported')} images), skipped")

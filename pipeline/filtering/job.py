@@ -1,17 +1,24 @@
 """The filter job: every pool shard through the cascade, on Spark, one score row per sample.
 
 Spark distributes shards (one task per shard, like img2dataset); inside a task the shard is
-streamed as Arrow batches through the cascade and written to `scores/part-SHARD.parquet`
-atomically. A shard whose part file exists is done, so a rerun after a crash redoes only the
-unfinished shards and never duplicates a row.
+streamed as Arrow batches through the cascade into `scores/part-SHARD.attempt-ID.parquet`, a name
+no other attempt uses, and committed by its marker `scores/_stats/SHARD.json` (the shard's counts
+and the part's name) written after it, the pattern of img2dataset's `_stats.json`. A shard with a
+marker is done: a rerun after a crash redoes only the others, and readers take the parts the
+markers name (runio.committed_parquet), so a late or duplicate attempt (speculation, a retried
+task, a worker that comes back) never adds a row. No rename is needed, so the same protocol
+holds on local disk and on object stores.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +31,16 @@ from photogenic.pipeline.core.config import Config, dump_config, parse_config, w
 from photogenic.pipeline.core.faults import failpoint
 from photogenic.pipeline.pool.readers import ShardSpec, discover_shards, read_shard
 from photogenic.pipeline.core.runio import (
+    write_file_atomic,
     clear_success,
+    committed_part_names,
     mark_success,
+    read_json,
     remove_stale_tmp,
-    tmp_path,
     write_parquet_atomic,
     write_json_atomic,
 )
+from photogenic.pipeline.core import storage
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.core.schema import reject_reasons
@@ -43,8 +53,21 @@ class JobConfigMismatch(RuntimeError):
     pass
 
 
-def part_path(scores_dir: Path, shard_id: str) -> Path:
-    return scores_dir / f"part-{shard_id}.parquet"
+class FilterJobFailed(RuntimeError):
+    """The Spark job stopped (a task failed past its retries); committed shards stay committed."""
+
+
+def worker_error(err: BaseException) -> str:
+    """The Python error a task raised, out of Spark's wrapped Java traceback (its last
+    `SomeError: message` line), or the exception's first line."""
+    lines = str(err).splitlines()
+    found = [ln.strip() for ln in lines if re.match(r"^\s*[\w.]+(Error|Exception|Exit): ", ln)
+             and not ln.strip().startswith(("org.apache", "py4j", "java."))]
+    return found[-1] if found else (lines[0] if lines else type(err).__name__)
+
+
+def part_path(scores_dir: Path, shard_id: str, attempt: str) -> Path:
+    return scores_dir / f"part-{shard_id}.attempt-{attempt}.parquet"
 
 
 def stats_path(scores_dir: Path, shard_id: str) -> Path:
@@ -79,23 +102,33 @@ def worker_cascade(config_json: str, score_all: bool, save_embeddings: bool = Fa
 
 
 def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -> dict[str, Any]:
-    """Score one shard into its part file; returns the shard's counts."""
-    final = part_path(scores_dir, spec.id)
-    tmp = tmp_path(final)
+    """Score one shard into a part of its own and commit it; returns the shard's counts."""
+    marker = stats_path(scores_dir, spec.id)
+    done = read_json(marker)
+    if done is not None:  # another attempt committed this shard already: add nothing
+        return done
+    attempt = uuid.uuid4().hex[:12]
+    part = part_path(scores_dir, spec.id, attempt)
     counts: Counter = Counter()
     cascade.embedding_batches.clear()  # leftovers of a shard that failed in this worker
     timings_before = dict(cascade.timings)
     start = time.perf_counter()
     rows = 0
-    with pq.ParquetWriter(tmp, cascade.schema) as writer:
-        for batch in read_shard(spec, batch_rows=batch_rows, max_bytes=cascade.max_bytes):
-            scored = cascade.process(batch)
-            writer.write_batch(scored)
-            rows += scored.num_rows
-            for reason in scored.column("reject_reason").to_pylist():
-                counts[reason or "passed"] += 1
+
+    def write(fh) -> None:
+        nonlocal rows
+        with pq.ParquetWriter(fh, cascade.schema) as writer:
+            for batch in read_shard(spec, batch_rows=batch_rows, max_bytes=cascade.max_bytes):
+                scored = cascade.process(batch)
+                writer.write_batch(scored)
+                rows += scored.num_rows
+                for reason in scored.column("reject_reason").to_pylist():
+                    counts[reason or "passed"] += 1
+
+    write_file_atomic(part, write)
     stats = {
         "shard": spec.id,
+        "part": part.name,
         "rows": rows,
         "counts": dict(counts),
         "seconds": time.perf_counter() - start,
@@ -103,25 +136,33 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
         "meaningless": cascade.meaningless,
         "skipped_filters": cascade.skipped,
         "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "executor": os.environ.get("SPARK_LOCAL_IP") or "",
     }
     if cascade.save_embeddings:
-
         if cascade.embedding_batches:
-            write_embeddings(cascade.embedding_batches, scores_dir.parent / "embeddings" / f"part-{spec.id}.parquet")
+            name = f"part-{spec.id}.attempt-{attempt}.parquet"
+            write_embeddings(cascade.embedding_batches, embeddings_dir(scores_dir) / name)
+            stats["embeddings"] = name
         cascade.embedding_batches.clear()
     failpoint("filter.before_commit")
-    write_json_atomic(stats, stats_path(scores_dir, spec.id))
-    os.replace(tmp, final)  # the commit point: the shard is done once its part file exists
+    write_json_atomic(stats, marker)  # the commit point: the shard is done once its marker exists
     return stats
 
 
-def _partition_fn(config_json: str, score_all: bool, scores_dir: str, batch_rows: int, save_embeddings: bool):
+def embeddings_dir(scores_dir: Path) -> Path:
+    return scores_dir.parent / "embeddings"
+
+
+def _partition_fn(config_json: str, score_all: bool, scores_dir: str, batch_rows: int, save_embeddings: bool,
+                  storage_options: dict[str, dict[str, Any]]):
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        storage.configure(storage_options)  # workers reach the store as the driver does
         cascade = worker_cascade(config_json, score_all, save_embeddings)
         for batch in batches:
             for spec_json in batch.column("spec").to_pylist():
                 spec = ShardSpec.from_json(spec_json)
-                stats = process_shard(spec, cascade, Path(scores_dir), batch_rows)
+                stats = process_shard(spec, cascade, storage.as_path(scores_dir), batch_rows)
                 yield pa.RecordBatch.from_pydict(
                     {"shard": [spec.id], "stats": [json.dumps(stats)]}, schema=SUMMARY_SCHEMA
                 )
@@ -130,13 +171,45 @@ def _partition_fn(config_json: str, score_all: bool, scores_dir: str, batch_rows
 
 
 def pending_shards(shards: list[ShardSpec], scores_dir: Path) -> list[ShardSpec]:
-    return [s for s in shards if not part_path(scores_dir, s.id).exists()]
+    stats_dir = scores_dir / "_stats"
+    done = {p.stem for p in stats_dir.glob("*.json")} if stats_dir.is_dir() else set()
+    return [s for s in shards if s.id not in done]
+
+
+def _committed_count(shards: list[ShardSpec], scores_dir: Path) -> str:
+    try:
+        return str(len(shards) - len(pending_shards(shards, scores_dir)))
+    except storage.store_errors():  # the store that failed the job may be gone still
+        return "an unknown number"
+
+
+def remove_uncommitted_parts(scores_dir: Path) -> int:
+    """Delete parts no marker names (a killed or duplicate attempt's); only while no task runs."""
+    n = 0
+    for directory, names in ((scores_dir, committed_part_names(scores_dir / "_stats")),
+                             (embeddings_dir(scores_dir), _committed_embeddings(scores_dir))):
+        if not directory.is_dir():
+            continue
+        keep = set(names)
+        for p in directory.glob("part-*.parquet"):
+            if p.name not in keep:
+                p.unlink()
+                n += 1
+    return n
+
+
+def _committed_embeddings(scores_dir: Path) -> list[str]:
+    stats_dir = scores_dir / "_stats"
+    out = []
+    for marker in stats_dir.glob("*.json") if stats_dir.is_dir() else []:
+        stats = read_json(marker) or {}
+        out.append(stats.get("embeddings") or f"part-{stats.get('shard')}.parquet")
+    return out
 
 
 def _check_fingerprint(scores_dir: Path, fingerprint: str, pool: str) -> None:
-    job_file = scores_dir / "_job.json"
-    if job_file.exists():
-        recorded = json.loads(job_file.read_text())
+    recorded = read_json(scores_dir / "_job.json")
+    if recorded is not None:
         if recorded.get("fingerprint") != fingerprint:
             raise JobConfigMismatch(
                 f"{scores_dir} holds scores made with different filter settings "
@@ -158,6 +231,7 @@ def run_filter(
     """Run (or resume) the filter job; returns the funnel summary written to `_funnel.json`."""
     config = with_plugins(config or Config())  # resolve `[job] plugins` and installed entry points
     score_all = config.job.score_all if score_all is None else score_all
+    storage.configure(config.storage.options)
     run = RunDir.of(out)
     scores_dir = run.scores
     scores_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +239,9 @@ def run_filter(
     fingerprint = job_fingerprint(config, score_all)
     _check_fingerprint(scores_dir, fingerprint, str(pool))
     remove_stale_tmp(scores_dir)
+    remove_uncommitted_parts(scores_dir)
     write_json_atomic(
-        {"pool": str(Path(pool).resolve()), "fingerprint": fingerprint, "shards": [s.id for s in shards],
+        {"pool": storage.location(pool), "fingerprint": fingerprint, "shards": [s.id for s in shards],
          "config": config.model_dump(mode="json"), "score_all": score_all},
         scores_dir / "_job.json",
     )
@@ -175,7 +250,13 @@ def run_filter(
     if todo:
         clear_success(scores_dir)
         spark = spark or _spark_for(config, master, conf)
-        _run_on_spark(spark, todo, config, score_all, scores_dir, len(shards), progress, save_embeddings)
+        try:
+            _run_on_spark(spark, todo, config, score_all, scores_dir, len(shards), progress, save_embeddings)
+        except Exception as err:
+            if not type(err).__module__.startswith(("py4j", "pyspark")):
+                raise
+            raise FilterJobFailed(f"filter job failed ({_committed_count(shards, scores_dir)} of {len(shards)} "
+                                  f"shards committed; rerun the same command to resume): {worker_error(err)}") from err
     funnel = summarise(scores_dir, shards, config)
     funnel["wall_seconds_this_run"] = round(time.time() - started, 3)
     funnel["shards_run_this_time"] = len(todo)
@@ -205,8 +286,8 @@ def _run_on_spark(spark, todo, config, score_all, scores_dir, total, progress, s
     sc = spark.sparkContext
     rows = [(s.to_json(),) for s in todo]
     df = spark.createDataFrame(sc.parallelize(rows, numSlices=len(rows)), "spec string")
-    fn = _partition_fn(config.model_dump_json(), score_all, str(scores_dir.resolve()), config.job.batch_rows,
-                       save_embeddings)
+    fn = _partition_fn(config.model_dump_json(), score_all, storage.location(scores_dir), config.job.batch_rows,
+                       save_embeddings, config.storage.options)
     job = df.mapInArrow(fn, "shard string, stats string")
     if not progress:
         job.collect()
@@ -240,12 +321,12 @@ def _show_progress(worker: threading.Thread, scores_dir: Path, total: int) -> No
 
 def _progress_counts(scores_dir: Path) -> tuple[int, int]:
     done = rows = 0
-    for p in (scores_dir / "_stats").glob("*.json"):
-        try:
-            rows += json.loads(p.read_text())["rows"]
+    stats_dir = scores_dir / "_stats"
+    for p in stats_dir.glob("*.json") if stats_dir.is_dir() else []:
+        stats = read_json(p)
+        if stats and "rows" in stats:
+            rows += stats["rows"]
             done += 1
-        except (ValueError, OSError, KeyError):
-            pass
     return done, rows
 
 
@@ -256,7 +337,7 @@ def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict
     skipped: dict[str, str] = {}
     rows = 0
     for s in shards:
-        stats = json.loads(stats_path(scores_dir, s.id).read_text())
+        stats = read_json(stats_path(scores_dir, s.id), strict=True)
         rows += stats["rows"]
         counts.update(stats["counts"])
         stage_seconds.update(stats.get("stage_seconds", {}))

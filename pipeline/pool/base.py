@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from photogenic.pipeline.core.schema import POOL_SCHEMA
+from photogenic.pipeline.core.storage import location
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 KNOWN = {"key", "caption", "width", "height", "likes", "views"}
@@ -37,7 +38,7 @@ class SourceError(LookupError):
 class ShardSpec:
     id: str  # stable and filesystem-safe; names the shard's output file
     kind: str  # a format's KIND: "tar" | "parquet" | "folder"
-    path: str  # tar or parquet file, or the folder root
+    path: str  # tar or parquet file, or the folder root: an absolute local path or a URL
     members: tuple[str, ...] = field(default=())  # folder shards: relative image paths
 
     def to_json(self) -> str:
@@ -51,7 +52,7 @@ class ShardSpec:
 
 
 def shard_id(root: Path, path: Path) -> str:
-    rel = str(path.relative_to(root)) if path != root else path.name
+    rel = path.relative_to(root).as_posix() if path != root else path.name
     return re.sub(r"[^A-Za-z0-9_.-]", "_", rel.replace("/", "__"))
 
 
@@ -59,9 +60,9 @@ def file_shards(pool: Path, kind: str, suffix: str, skip: tuple[str, ...] = ()) 
     """One shard per `suffix` file: `pool` itself, or every such file under it whose name does
     not start with one of `skip`, in a stable order."""
     if pool.is_file():
-        return [ShardSpec(shard_id(pool.parent, pool), kind, str(pool.resolve()))] if pool.suffix == suffix else []
-    files = sorted(p for p in pool.rglob(f"*{suffix}") if not (skip and p.name.startswith(skip)))
-    return [ShardSpec(shard_id(pool, p), kind, str(p.resolve())) for p in files]
+        return [ShardSpec(shard_id(pool.parent, pool), kind, location(pool))] if pool.suffix == suffix else []
+    files = sorted((p for p in pool.rglob(f"*{suffix}") if not (skip and p.name.startswith(skip))), key=str)
+    return [ShardSpec(shard_id(pool, p), kind, location(p)) for p in files]
 
 
 def to_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from photogenic.pipeline.core.storage import as_path, location
 from photogenic.pipeline.pool.base import IMAGE_EXTS, ShardSpec, SourceError, decode_text, make_row, read_file
 
 KIND = "folder"
@@ -19,9 +20,9 @@ def discover(pool: Path, folder_shard_size: int) -> list[ShardSpec]:
     if not pool.is_dir():
         return []
     images = sorted(
-        str(p.relative_to(pool)) for p in pool.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+        p.relative_to(pool).as_posix() for p in pool.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
     )
-    root = str(pool.resolve())
+    root = location(pool)
     return [
         ShardSpec(f"folder-{i // folder_shard_size:05d}", KIND, root, tuple(images[i : i + folder_shard_size]))
         for i in range(0, len(images), folder_shard_size)
@@ -38,13 +39,13 @@ def owns_source(source: str) -> bool:
 
 def read_source(source: str) -> bytes:
     try:
-        return Path(source).read_bytes()
+        return as_path(source).read_bytes()
     except OSError as err:
         raise SourceError(f"cannot read {source}: {err}") from None
 
 
 def _read_folder(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
-    root = Path(spec.path)
+    root = as_path(spec.path)
     for rel in spec.members:
         image_path = root / rel
         key = str(Path(rel).with_suffix(""))

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from photogenic.pipeline.core.storage import arrow_args, as_path
 from photogenic.pipeline.pool.base import PoolError, ShardSpec, SourceError, file_shards, make_row, read_file
 
 KIND = "parquet"
@@ -39,7 +40,7 @@ def read_source(source: str) -> bytes:
 
 
 def _parquet_row(path: str, index: int) -> bytes:
-    pf = pq.ParquetFile(path)
+    pf = _open_parquet(path)  # range reads: only that row group's column
     col = next((c for c in IMAGE_BYTES_COLUMNS if c in pf.schema_arrow.names), None)
     if col is None:
         raise SourceError(f"{path} has no image bytes column")
@@ -53,14 +54,19 @@ def _parquet_row(path: str, index: int) -> bytes:
     raise SourceError(f"row {index} past the end of {path}")
 
 
+def _open_parquet(path: str) -> pq.ParquetFile:
+    source, fs = arrow_args(path)
+    return pq.ParquetFile(source, filesystem=fs)
+
+
 def _pick(names: list[str], candidates: tuple[str, ...]) -> str | None:
     return next((c for c in candidates if c in names), None)
 
 
 def _read_parquet(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
-    path = Path(spec.path)
+    path = as_path(spec.path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = _open_parquet(spec.path)
     except Exception as err:
         raise PoolError(f"cannot read parquet pool file {path}: {err}") from err
     names = pf.schema_arrow.names
@@ -75,7 +81,7 @@ def _read_parquet(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
             key = str(row["key"]) if row.get("key") is not None else f"{path.stem}-{index:09d}"
             caption = row.get(caption_col) if caption_col else None
             meta = {k: v for k, v in row.items() if k not in (caption_col, bytes_col, path_col)}
-            image, source, error = None, f"{path}::row={index}", None
+            image, source, error = None, f"{spec.path}::row={index}", None
             if bytes_col is not None:
                 value = row.get(bytes_col)
                 if isinstance(value, dict):  # Hugging Face Image feature: {"bytes", "path"}
@@ -83,9 +89,8 @@ def _read_parquet(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
                 image = value if isinstance(value, bytes) and value else None
                 error = None if image else "image bytes empty or missing"
             if image is None and path_col is not None and row.get(path_col):
-                image_path = Path(row[path_col])
-                if not image_path.is_absolute():
-                    image_path = path.parent / image_path
+                ref = str(row[path_col])
+                image_path = as_path(ref) if "://" in ref or ref.startswith("/") else path.parent / ref
                 source = str(image_path)
                 image, error = read_file(image_path, max_bytes)
             if image is not None and len(image) > max_bytes:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from photogenic.pipeline.core.storage import as_path
 from photogenic.pipeline.pool.base import IMAGE_EXTS, PoolError, ShardSpec, to_batch
 from photogenic.pipeline.pool.formats import BY_KIND, FORMATS
 from photogenic.pipeline.pool.parquet import CAPTION_COLUMNS, IMAGE_BYTES_COLUMNS, IMAGE_PATH_COLUMNS
@@ -25,7 +26,7 @@ __all__ = [
 def discover_shards(pool: str | Path, folder_shard_size: int = 1000) -> list[ShardSpec]:
     """List a pool's shards in a stable order (resume relies on it): those of the first format
     that finds any."""
-    pool = Path(pool)
+    pool = as_path(pool)
     if not pool.exists():
         raise PoolError(f"pool not found: {pool}")
     for fmt in FORMATS:

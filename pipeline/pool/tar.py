@@ -2,7 +2,8 @@
 a.txt, a.json), with an optional sidecar parquet (00000.parquet beside 00000.tar) carrying
 img2dataset's metadata and the keys of samples a truncated tar lost.
 
-source: "SHARD.tar::MEMBER"; read back by seeking to the member's data.
+source: "SHARD.tar::MEMBER" (SHARD a local path or a URL); read back by seeking to the member's
+data (a range read on an object store). Shards are streamed, never downloaded whole.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from photogenic.pipeline.core.storage import arrow_args, as_path, open_input
 from photogenic.pipeline.pool.base import IMAGE_EXTS, ShardSpec, SourceError, decode_text, file_shards, make_row
 
 KIND = "tar"
@@ -39,7 +41,7 @@ def read_source(source: str) -> bytes:
         offset, size = _tar_index(container)[member]
     except (KeyError, OSError, tarfile.TarError) as err:
         raise SourceError(f"{member} not found in {container}: {err}") from None
-    with open(container, "rb") as fh:
+    with open_input(container) as fh:
         fh.seek(offset)
         return fh.read(size)
 
@@ -48,7 +50,7 @@ def read_source(source: str) -> bytes:
 def _tar_index(tar_path: str) -> dict[str, tuple[int, int]]:
     # Scanning headers skips data blocks; cached so reading many members of a shard is cheap.
     index = {}
-    with tarfile.open(tar_path, "r:") as tf:
+    with open_input(tar_path) as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
         for m in tf:
             if m.isfile():
                 index[m.name] = (m.offset_data, m.size)
@@ -57,10 +59,11 @@ def _tar_index(tar_path: str) -> dict[str, tuple[int, int]]:
 
 def _sidecar_parquet(tar_path: Path) -> dict[str, dict[str, Any]]:
     side = tar_path.with_suffix(".parquet")
-    if not side.exists():
-        return {}
     try:
-        table = pq.read_table(side)
+        if not side.exists():
+            return {}
+        path, fs = arrow_args(side)
+        table = pq.read_table(path, filesystem=fs)
     except Exception:  # a broken sidecar must not sink the shard; the tar still has the samples
         return {}
     out: dict[str, dict[str, Any]] = {}
@@ -82,7 +85,7 @@ def _sample_key(member: str) -> tuple[str, str]:
 
 
 def _read_tar(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
-    tar_path = Path(spec.path)
+    tar_path = as_path(spec.path)
     sidecar = _sidecar_parquet(tar_path)
     seen: set[str] = set()
     group_key: str | None = None
@@ -96,7 +99,7 @@ def _read_tar(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
         return _tar_sample(spec, tar_path, group_key, group, sidecar.get(group_key, {}))
 
     try:
-        with tarfile.open(tar_path, "r|*") as tf:
+        with open_input(spec.path, stream=True) as fh, tarfile.open(fileobj=fh, mode="r|*") as tf:
             for member in tf:
                 if not member.isfile():
                     continue
@@ -126,7 +129,7 @@ def _read_tar(spec: ShardSpec, max_bytes: int) -> Iterator[dict[str, Any]]:
         if key not in seen:
             seen.add(key)
             reason = broken or "image missing from shard"
-            yield make_row(key, spec, f"{tar_path}::{key}", None, meta.get("caption"), meta, reason)
+            yield make_row(key, spec, f"{spec.path}::{key}", None, meta.get("caption"), meta, reason)
 
 
 def _tar_sample(spec: ShardSpec, tar_path: Path, key: str, group: dict[str, Any], side: dict[str, Any]) -> dict[str, Any]:
@@ -144,4 +147,4 @@ def _tar_sample(spec: ShardSpec, tar_path: Path, key: str, group: dict[str, Any]
         caption = text if text is not None else group[".txt"].decode("utf-8", "replace")
     member = group.get("image_member", f"{key}.jpg")
     error = group.get("error") or (None if "image_member" in group else "no image in sample")
-    return make_row(key, spec, f"{tar_path}::{member}", group.get("image"), caption, meta, error)
+    return make_row(key, spec, f"{spec.path}::{member}", group.get("image"), caption, meta, error)

@@ -23,6 +23,7 @@ import duckdb
 from photogenic.filters.registry import PluginError, builtin_registry, resolve
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import CorruptFile, committed_parquet, is_complete, sql_quote
+from photogenic.pipeline.core.storage import duckdb_location, register_filesystems
 from photogenic.pipeline.core.runio import read_json as read_run_json
 from photogenic.pipeline.core.summary import StageSummary, read_details, read_summary
 
@@ -151,11 +152,13 @@ class Run:
 
     def _register(self, name: str, path: Path) -> None:
         if path.suffix == ".parquet":
-            files = [str(path)] if path.is_file() else []
+            files = [path] if path.is_file() else []
         else:
-            files = [str(f) for f in committed_parquet(path)]
+            files = committed_parquet(path)
         if not files:
             return
+        register_filesystems(self.db, files)  # a run on a store: DuckDB reads it through fsspec
+        files = [duckdb_location(f) for f in files]
         listing = ", ".join(sql_quote(f) for f in files)
         try:
             self.db.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}], union_by_name=true)")

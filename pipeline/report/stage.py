@@ -16,6 +16,7 @@ from typing import Any, Callable
 import click
 
 from photogenic.pipeline.core.runio import mark_success, remove_stale_tmp, write_bytes_atomic
+from photogenic.pipeline.core.storage import as_path
 from photogenic.pipeline.report.charts import draw
 from photogenic.pipeline.report.gather import (
     SECTIONS,
@@ -117,11 +118,11 @@ def _meta(root: Path, ctx: Context, sections: list[Section]) -> dict[str, Any]:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, thumbs: int = THUMBS_PER_SHEET) -> Path:
     """Write `RUN/report/index.html` (atomically) and return its path."""
-    root = Path(run_dir)
-    if not root.is_dir():
+    root = as_path(run_dir)
+    if not root.exists():
         raise ReportError(f"run directory not found: {root}")
     run = Run(root)
-    out_dir = Path(out) if out else run.dirs.report
+    out_dir = as_path(out) if out else run.dirs.report
     remove_stale_tmp(out_dir)
     ctx = context(run, thumbs)
     sections = [s for builder in SECTIONS for s in _safe(builder, run, ctx)]
@@ -132,8 +133,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, thumbs: int
 
 
 @click.command("report")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (default RUN/report).")
+@click.option("--run", "run_dir", required=True, help="Run directory; a path or a URL.")
+@click.option("--out", default=None, help="Output folder (default RUN/report); a path or a URL.")
 @click.option("--thumbs", type=click.IntRange(0, 64), default=THUMBS_PER_SHEET, show_default=True,
               help="Thumbnails per contact sheet.")
 def report_cmd(run_dir: str, out: str | None, thumbs: int) -> None:

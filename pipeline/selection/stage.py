@@ -21,8 +21,9 @@ from photogenic.pipeline.core.faults import failpoint
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import (
     SUCCESS, build_name, committed_parquet, is_complete, mark_success, publishing,
-    remove_stale_builds,
+    part_identity, remove_stale_builds,
 )
+from photogenic.pipeline.core.storage import arrow_args, configure as configure_storage, is_remote
 from photogenic.pipeline.core.schema import SCORE_SCHEMA
 from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_details, write_summary
 from photogenic.pipeline.selection.engines.base import Engine
@@ -35,22 +36,24 @@ ENGINES = ("duckdb", "spark")
 
 def _score_files(run: RunDir) -> list[Path]:
     scores = run.scores
-    if not scores.is_dir():
+    if not scores.exists():
         raise SelectError(f"{scores} does not exist: run `photogenic filter` first")
     if not is_complete(scores):
         raise SelectError(f"{scores} has no {SUCCESS}: the filter job has not finished (rerun it)")
     files = committed_parquet(scores)
     if not files:
         raise SelectError(f"{scores} holds no parquet files")
-    missing = [n for n in SCORE_SCHEMA.names if n not in pq.read_schema(files[0]).names]
+    path, fs = arrow_args(files[0])
+    missing = [n for n in SCORE_SCHEMA.names if n not in pq.read_schema(path, filesystem=fs).names]
     if missing:
         raise SelectError(f"{files[0]} lacks score columns {missing}")
     return files
 
 
 def _input_fingerprint(run: RunDir, files: list[Path]) -> str:
-    # Names relative to the run and sizes: the same scores copied to another run match.
-    return fingerprint([(str(p.relative_to(run.root)), p.stat().st_size) for p in files])
+    # Names relative to the run (less the attempt id a part was written under) and sizes: the
+    # same scores copied to another run, or scored again, match.
+    return fingerprint([(part_identity(p.relative_to(run.root).as_posix()), p.stat().st_size) for p in files])
 
 
 def _open_engine(name: str, files: list[Path], config: Config, scratch: Path,
@@ -76,6 +79,17 @@ def _stage_summary(cfg: SelectConfig, details: dict[str, Any], input_fingerprint
     )
 
 
+def _scratch_dir(cfg: SelectConfig, run: RunDir) -> Path:
+    """DuckDB's spill folder: local disk always (a run on a store spills to the temp dir)."""
+    if cfg.temp_directory:
+        return Path(cfg.temp_directory)
+    if is_remote(run.root):
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="photogenic-select-"))
+    return build_name(run.select_scratch)
+
+
 def run_select(
     run_dir: str | Path,
     config: Config | None = None,
@@ -89,6 +103,7 @@ def run_select(
     """Selects candidates from RUN/scores into RUN/candidates; returns select's summary (the
     `details` of candidates/_summary.json) with the wall time and seconds per step."""
     config = config or Config()
+    configure_storage(config.storage.options)
     cfg = config.select
     run = RunDir.of(run_dir)
     engine = engine or cfg.engine
@@ -105,7 +120,7 @@ def run_select(
     remove_stale_builds(run.candidates)
     remove_stale_builds(run.select_scratch)
     started = time.perf_counter()
-    scratch = Path(cfg.temp_directory) if cfg.temp_directory else build_name(run.select_scratch)
+    scratch = _scratch_dir(cfg, run)
     with publishing(run.candidates) as tmp:
         runner = _open_engine(engine, files, config, scratch, master, conf)
         try:
@@ -122,7 +137,7 @@ def run_select(
 
 
 @click.command("select")
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory holding scores/.")
+@click.option("--run", "run_dir", required=True, help="Run directory holding scores/; a path or a URL.")
 @click.option("--target", type=int, default=None, help="Rows to select (default: select.target).")
 @click.option("--engine", type=click.Choice(["duckdb", "spark"]), default=None, help="Default: select.engine.")
 @click.option("--seed", type=int, default=None, help="Seed of the hashed tie-breaks and sampling.")
@@ -140,7 +155,7 @@ def select_cmd(run_dir, target, engine, seed, config_path, master, conf_pairs, f
             run_dir, config, engine=engine, target=target, seed=seed,
             master=master, conf=parse_conf(conf_pairs), force=force,
         )
-    except (ConfigError, SelectError, ValueError) as err:
+    except (ConfigError, SelectError, ValueError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if summary.get("skipped"):
         click.echo(f"{RunDir.of(run_dir).candidates} is complete (selected {summary.get('selected')}); --force to redo")

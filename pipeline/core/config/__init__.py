@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import tomli_w
-from pydantic import BaseModel, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model, field_serializer
 
 from photogenic.filters.registry import ENTRY_POINT_GROUP, PluginError, Registry, builtin_registry, resolve
 from photogenic.pipeline.core.config.base import Section
@@ -38,8 +38,14 @@ FiltersConfig = filters_section_model(builtin_registry())
 class SparkConfig(Section):
     master: str = "local[*]"
     app_name: str = "photogenic"
-    conf: dict[str, str] = Field(default_factory=dict)
+    conf: dict[str, str] = Field(default_factory=dict)  # e.g. spark.hadoop.fs.s3a.* (secrets masked in dumps)
     driver_memory: str = "2g"
+
+    @field_serializer("conf", when_used="json")
+    def _mask_secrets(self, conf: dict[str, str], info) -> dict[str, str]:
+        if info.context and info.context.get("reveal_secrets"):
+            return conf
+        return {k: MASK if _looks_secret(k) else v for k, v in conf.items()}
 
 
 class FilterJobConfig(Section):
@@ -77,8 +83,39 @@ class SelectConfig(Section):
     temp_directory: str | None = None  # DuckDB spill dir; None: RUN/.select-tmp
 
 
+SECRET_HINTS = ("secret", "key", "token", "password", "credential", "sas", "signature")
+MASK = "***"
+
+
+class StorageConfig(Section):
+    """`[storage.options.PROTOCOL]`: fsspec storage options per protocol, on top of what each
+    backend reads from the standard environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...):
+
+        [storage.options.s3]
+        endpoint_url = "http://127.0.0.1:9000"
+        client_kwargs = {region_name = "us-east-1"}
+
+    Values whose key looks secret are masked in every JSON dump of the config (run files,
+    summaries, the report); only the live process holds them."""
+
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_serializer("options", when_used="json")
+    def _mask_secrets(self, options: dict[str, dict[str, Any]], info) -> dict[str, dict[str, Any]]:
+        if info.context and info.context.get("reveal_secrets"):
+            return options
+        return {proto: {k: MASK if _looks_secret(k) else v for k, v in opts.items()}
+                for proto, opts in options.items()}
+
+
+def _looks_secret(key: str) -> bool:
+    key = key.lower()
+    return any(hint in key for hint in SECRET_HINTS)
+
+
 class Config(Section):
     spark: SparkConfig = Field(default_factory=SparkConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     job: FilterJobConfig = Field(default_factory=FilterJobConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     select: SelectConfig = Field(default_factory=SelectConfig)

@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from photogenic.pipeline.core.config import SelectConfig
 from photogenic.pipeline.core.runio import sql_quote
+from photogenic.pipeline.core.storage import duckdb_location, register_filesystems
 
 
 class DuckDBDialect:
@@ -38,7 +39,8 @@ class DuckDBEngine:
         self.con.execute("SET preserve_insertion_order = false")
         if cfg.threads:
             self.con.execute(f"SET threads = {int(cfg.threads)}")
-        paths = ", ".join(sql_quote(p) for p in files)
+        register_filesystems(self.con, files)  # parts on a store: read through fsspec, no httpfs
+        paths = ", ".join(sql_quote(duckdb_location(p)) for p in files)
         self.con.execute(f"CREATE VIEW scores AS SELECT * FROM read_parquet([{paths}], union_by_name = true)")
         self._arrow: dict[str, pa.Table] = {}
 
