@@ -32,12 +32,12 @@ def _train_config(config_path: str | None, out: Path, resume: bool, max_steps: i
 
 
 @click.command("train")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False),
-              help="Export folder (RUN/export) or an imagefolder with metadata.jsonl.")
+@click.option("--data", "data_dir",
+              help="Export folder (RUN/export) or an imagefolder with metadata.jsonl; a path or a URL.")
 @click.option("--base-model", type=click.Path(file_okay=False),
               help="Local diffusers pipeline directory to fine-tune.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Output: becomes a diffusers pipeline; state in OUT/training_state/.")
+@click.option("--out", "out_dir",
+              help="Output: becomes a diffusers pipeline; state in OUT/training_state/. A path or a URL.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Override [train].max_steps.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
@@ -60,17 +60,22 @@ def train_cmd(data_dir, base_model, out_dir, max_steps, resume, config_path, tin
         raise click.UsageError(f"missing {', '.join(missing)} (or use --make-tiny-base DIR)")
     from photogenic.training.trainer import TrainError, train
 
+    from photogenic.training.remote import local_export, local_output, publish_output
+
     try:
-        config = _train_config(config_path, Path(out_dir), resume, max_steps)
-        result = train(data_dir, base_model, out_dir, config, resume=resume, progress=not quiet)
-    except (TrainError, ConfigError) as err:
+        work = local_output(out_dir)  # a URL --out trains in a local work folder, then uploads
+        config = _train_config(config_path, work, resume, max_steps)
+        result = train(local_export(data_dir), base_model, work, config, resume=resume, progress=not quiet)
+        if os.environ.get("RANK", "0") == "0":
+            publish_output(work, out_dir)
+    except (TrainError, ConfigError, OSError) as err:
         raise click.ClickException(str(err)) from None
     if os.environ.get("RANK", "0") != "0":  # one summary per run, not per process
         return
     how = "stopped early" if result.stopped_early else "reached max steps"
     best = "n/a" if result.best_val_loss is None else f"{result.best_val_loss:.5f}"
     click.echo(f"{how} at step {result.steps}; best step {result.best_step} "
-               f"(validation loss {best}); model in {result.out_dir}")
+               f"(validation loss {best}); model in {out_dir}")
 
 
 if __name__ == "__main__":

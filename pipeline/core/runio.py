@@ -318,13 +318,16 @@ def _publishing_remote(final) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def upload_tree(local: Path, final) -> None:
+def upload_tree(local: Path, final, exclude: tuple[str, ...] = ()) -> None:
+    """Publish the local folder `local` as `final` on a store; `_SUCCESS` is written last.
+    `exclude`: relative folders left out (e.g. a cache that must not ship)."""
     fs, inner = filesystem(final)
     clear_success(final)
     try:
         if fs.exists(inner):
             fs.rm(inner, recursive=True)
-        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUCCESS)
+        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SUCCESS
+                       and not any(p.relative_to(local).as_posix().startswith(e + "/") for e in exclude))
         for p in files:
             fs.put_file(str(p), f"{inner}/{p.relative_to(local).as_posix()}")
     except Exception as err:  # s3fs raises botocore's errors too, e.g. a refused connection

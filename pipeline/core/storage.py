@@ -27,6 +27,13 @@ class StorageError(OSError):
     """A store could not be reached or refused a request; the message says which URL."""
 
 
+def cache_root() -> Path:
+    """Local cache for copies of remote inputs (PHOTOGENIC_CACHE, else $XDG_CACHE_HOME/photogenic)."""
+    if os.environ.get("PHOTOGENIC_CACHE"):
+        return Path(os.environ["PHOTOGENIC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "photogenic"
+
+
 def store_errors() -> tuple[type[BaseException], ...]:
     """Exceptions meaning a store could not be reached or refused a request (OSError, and
     botocore's own errors, which s3fs lets through for connection failures)."""

@@ -124,3 +124,29 @@ def test_no_secret_reaches_run_files_or_logs(s3_run, s3, s3_pool, tmp_path):
         assert not [t for t in texts if needle.encode() in t]
     job = json.loads(fs.cat("photogenic-test/runs/secret-config/scores/_job.json"))
     assert job["config"]["storage"]["options"]["s3"] == {"secret": "***", "key": "***"}
+
+
+def test_train_reads_the_export_from_s3_and_writes_the_model_there(s3_run, s3, tmp_path):
+    """The trainer on URLs: the export comes from the bucket (into the local cache), the model goes
+    back to it, without the latent cache."""
+    import tomli_w
+
+    from photogenic.training.tiny import make_tiny_base
+    from tests.training.helpers import tiny_config
+
+    run, _ = s3_run
+    base = make_tiny_base(tmp_path / "base")
+    config = tmp_path / "train.toml"
+    config.write_text(tomli_w.dumps({"train": tiny_config(max_steps=2, validate_every=1).model_dump(exclude_none=True)}))
+    env = environ_with({**s3, "PHOTOGENIC_CACHE": str(tmp_path / "cache")})
+    proc = run_cli("train", "--data", f"{run}/export", "--base-model", base, "--out", f"{run}/model",
+                   "--config", config, "--quiet", env=env)
+    assert "reached max steps at step 2" in proc.stdout and f"{run}/model" in proc.stdout
+    fs = filesystem(s3)
+    model = run.removeprefix("s3://") + "/model"
+    names = {p.removeprefix(model + "/") for p in fs.find(model)}
+    assert {"model_index.json", "_SUCCESS"} <= names
+    assert any(n.startswith("unet/") and n.endswith(".safetensors") for n in names)
+    assert not [n for n in names if n.startswith("training_state/cache/")]
+    cached = list((tmp_path / "cache" / "exports").glob("*/imagefolder/train/metadata.jsonl"))
+    assert len(cached) == 1  # the export's images, copied once into the local cache
