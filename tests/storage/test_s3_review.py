@@ -110,6 +110,12 @@ def test_pull_writes_one_decision_per_pushed_key_like_the_local_run(reviewed):
                    "--config", reviewed["local"].parent / "review.toml", env=reviewed["env"])
     assert "0 new task(s) imported" in proc.stdout
     reviewed["outputs"].append(proc)
+    status = run_cli("review", "status", "--run", reviewed["run"], "--json",
+                     "--config", reviewed["local"].parent / "review.toml", env=reviewed["env"])
+    first = json.loads(status.stdout)[0]
+    assert first["source"] == "live" and first["decisions"] == {"keys": LIMIT, "kept": sum(decisions["keep"].to_pylist())}
+    assert first["simulated"] is True
+    reviewed["outputs"].append(status)
 
 
 def test_no_credential_reaches_the_run_or_the_output(reviewed):
