@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -22,8 +21,7 @@ config_option = click.option("--config", "config_path", type=click.Path(dir_okay
                              help="Photogenic TOML config ([review] section).")
 url_option = click.option("--url", help=f"Your own Label Studio (token from ${server.TOKEN_ENV}); "
                                         "default: the local server.")
-run_option = click.option("--run", "run", required=True, type=click.Path(file_okay=False, path_type=Path),
-                          help="Run directory.")
+run_option = click.option("--run", "run", required=True, help="Run directory: a path or a URL (s3://...).")
 pass_option = click.option("--pass", "pass_ref", required=True, metavar="NAME|N",
                            help="Review pass: its name in [[review.passes]] or its 1-based number.")
 
@@ -31,10 +29,14 @@ pass_option = click.option("--pass", "pass_ref", required=True, metavar="NAME|N"
 def _review_config(path: str | None) -> ReviewConfig:
     from photogenic.pipeline.core.config import ConfigError, load_config
 
+    from photogenic.pipeline.core.storage import configure
+
     try:
-        return load_config(path).review
+        config = load_config(path)
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
+    configure(config.storage.options)  # runs on a store: [storage.options.PROTOCOL]
+    return config.review
 
 
 def _pass(config: ReviewConfig, ref: str) -> PassConfig:

@@ -8,36 +8,37 @@ project reports. Otherwise the keys are read back from the server and the ledger
 """
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from photogenic.pipeline.core.runio import write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.runio import read_json, read_parquet, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.storage import as_path
 
 PENDING = "pending.json"
 
 
 class Ledger:
     def __init__(self, directory: Path, project_id: int):
-        self.dir = Path(directory)
+        self.dir = as_path(directory)  # a local folder or one on a store
         self.project_id = project_id
 
     def _files(self) -> list[Path]:
+        if not self.dir.is_dir():
+            return []
         return sorted(self.dir.glob("part-*.parquet"))
 
     def read(self) -> dict[str, int] | None:
         """key -> task id, or None when the ledger cannot be trusted on its own."""
-        meta = self.dir / "ledger.json"
-        if (self.dir / PENDING).exists() or not meta.exists():
+        if (self.dir / PENDING).exists():
             return None
-        if json.loads(meta.read_text()).get("project_id") != self.project_id:
+        meta = read_json(self.dir / "ledger.json")
+        if meta is None or meta.get("project_id") != self.project_id:
             return None
         out: dict[str, int] = {}
         for path in self._files():
-            t = pq.read_table(path)
+            t = read_parquet(path)
             out.update(zip(t["key"].to_pylist(), t["task_id"].to_pylist()))
         return out
 
@@ -46,17 +47,24 @@ class Ledger:
 
     def commit(self, keys: list[str], task_ids: list[int]) -> None:
         self._write_part(keys, task_ids)
-        (self.dir / PENDING).unlink(missing_ok=True)
+        _remove(self.dir / PENDING)
 
     def rebuild(self, mapping: dict[str, int]) -> None:
         """Replace the ledger with what the server holds."""
         old = self._files()
         self._write_part(list(mapping), list(mapping.values()))
         for path in old:
-            path.unlink(missing_ok=True)
+            _remove(path)
         write_json_atomic({"project_id": self.project_id}, self.dir / "ledger.json")
-        (self.dir / PENDING).unlink(missing_ok=True)
+        _remove(self.dir / PENDING)
 
     def _write_part(self, keys: list[str], task_ids: list[int]) -> None:
         table = pa.table({"key": pa.array(keys, pa.string()), "task_id": pa.array(task_ids, pa.int64())})
         write_parquet_atomic(table, self.dir / f"part-{uuid.uuid4().hex}.parquet")
+
+
+def _remove(path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

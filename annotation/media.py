@@ -1,5 +1,7 @@
 """Review images: materialised once per run as small JPEGs, served by Label Studio's local-files
-storage through a link from its document root (never base64, never its upload folder)."""
+storage through a link from its document root (never base64, never its upload folder); for a run
+on S3 written under its media prefix on the bucket and served by an S3 import storage
+(annotation/objectstore.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +15,7 @@ from urllib.parse import quote
 from PIL import Image, ImageOps
 
 from photogenic.pipeline.core.runio import write_bytes_atomic
+from photogenic.pipeline.core.storage import filesystem, is_remote
 from photogenic.pipeline.pool.sources import SourceError, read_source
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -25,11 +28,13 @@ def media_name(key: str) -> str:
     return f"k-{hashlib.sha1(key.encode()).hexdigest()[:20]}.jpg"
 
 
-def materialise(key: str, source: str, media_dir: Path, max_side: int) -> str | None:
-    """Write media_dir/NAME.jpg once (atomically); returns the name, or None if unreadable."""
+def materialise(key: str, source: str, media_dir: Path, max_side: int,
+                existing: set[str] | None = None) -> str | None:
+    """Write media_dir/NAME.jpg once (atomically); returns the name, or None if unreadable.
+    `existing`: the names already there (one listing instead of a request per image)."""
     name = media_name(key)
     path = media_dir / name
-    if path.exists():
+    if (name in existing) if existing is not None else path.exists():
         return name
     try:
         data = read_source(source)
@@ -48,9 +53,14 @@ def materialise(key: str, source: str, media_dir: Path, max_side: int) -> str | 
 
 def materialise_all(rows: list[tuple[str, str]], media_dir: Path, max_side: int,
                     workers: int = 4) -> dict[str, str | None]:
-    media_dir.mkdir(parents=True, exist_ok=True)
+    existing = None
+    if is_remote(media_dir):  # a store: no folders to make; list what is there once
+        fs, inner = filesystem(media_dir)
+        existing = {p.rsplit("/", 1)[-1] for p in fs.find(inner)} if fs.exists(inner) else set()
+    else:
+        media_dir.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(workers) as pool:
-        names = pool.map(lambda r: materialise(r[0], r[1], media_dir, max_side), rows)
+        names = pool.map(lambda r: materialise(r[0], r[1], media_dir, max_side, existing), rows)
         return {key: name for (key, _), name in zip(rows, names)}
 
 

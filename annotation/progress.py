@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from photogenic.annotation.lsclient import Client, LabelStudioError
 from photogenic.annotation.projects import taskset
@@ -13,7 +12,7 @@ from photogenic.annotation.pull import default_overlap, load_gold_file, parse_an
 from photogenic.annotation.quality import summarise
 from photogenic.pipeline.core.config.review import ReviewConfig, pass_number
 from photogenic.pipeline.core.layout import RunDir
-from photogenic.pipeline.core.runio import read_json
+from photogenic.pipeline.core.runio import read_json, read_parquet
 
 RECENT = 200  # annotations the rate is measured over
 
@@ -76,8 +75,8 @@ def pulled_pass_status(run: Path, name: str, n: int) -> dict | None:
     out = run.review(name)
     if not run.annotations(name).exists():
         return None
-    rows = pq.read_table(run.annotations(name)).to_pylist()
-    dec = pq.read_table(run.decisions(name), columns=["key", "required_annotations"]).to_pylist()
+    rows = read_parquet(run.annotations(name)).to_pylist()
+    dec = read_parquet(run.decisions(name), columns=["key", "required_annotations"]).to_pylist()
     tasks = [{"data": {"key": d["key"]}, "overlap": d["required_annotations"]} for d in dec]
     quality = read_json(out / "quality.json") or summarise(rows, load_gold_file(out))
     return {"pass": n, "name": name, "source": "last pull", **_progress(tasks, rows), "quality": quality}
@@ -87,7 +86,7 @@ def decisions_summary(run: Path, name: str) -> dict | None:
     path = RunDir.of(run).decisions(name)
     if not path.exists():
         return None
-    keep = pq.read_table(path, columns=["keep"])["keep"].to_pylist()
+    keep = read_parquet(path, columns=["keep"])["keep"].to_pylist()
     return {"keys": len(keep), "kept": int(sum(bool(k) for k in keep))}
 
 

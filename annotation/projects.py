@@ -12,6 +12,7 @@ from photogenic.pipeline.core.config.review import (CANDIDATES, PassConfig, Revi
                                                     pass_token)
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import stable_id, write_json_atomic
+from photogenic.pipeline.core.storage import location
 
 RATINGS = ("composition", "lighting", "colour", "subject", "background")
 
@@ -48,7 +49,11 @@ def marker(rid: str, name: str) -> str:
 
 def _title(run: Path, rid: str, name: str) -> str:
     # Label Studio caps titles at 50 characters.
-    return f"Photogenic {pass_label(name)} {Path(run).resolve().name[:24]} {rid[:6]}"[:50]
+    return f"Photogenic {pass_label(name)} {_run_name(run)[:24]} {rid[:6]}"[:50]
+
+
+def _run_name(run) -> str:
+    return location(RunDir.of(run).root).rstrip("/").rsplit("/", 1)[-1]
 
 
 def taskset(client: Client, run: Path, name: str, config: ReviewConfig | None = None) -> TaskSet:
@@ -75,7 +80,7 @@ def ensure_project(tasks: TaskSet, run: Path, p: PassConfig) -> dict:
     rid = run_id(run)
     project = tasks.ensure({
         "title": _title(run, rid, p.name),
-        "description": f"Photogenic review {pass_label(p.name)} of {Path(run).resolve()} {marker(rid, p.name)}",
+        "description": f"Photogenic review {pass_label(p.name)} of {location(RunDir.of(run).root)} {marker(rid, p.name)}",
         "expert_instruction": f"<p>{instructions(xml)}</p>",
         "show_instruction": True,
         "show_skip_button": True,

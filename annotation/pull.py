@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from photogenic.annotation.lsclient import Client
 from photogenic.annotation.projects import RATINGS, taskset
@@ -17,7 +16,8 @@ from photogenic.annotation.simulate import is_simulated_annotator
 from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig, pass_label, pass_number
 from photogenic.pipeline.core.faults import failpoint
 from photogenic.pipeline.core.layout import RunDir
-from photogenic.pipeline.core.runio import clear_success, mark_success, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.runio import (clear_success, mark_success, read_parquet, write_json_atomic,
+                                            write_parquet_atomic)
 from photogenic.pipeline.core.summary import StageSummary, fingerprint, write_summary
 
 ANNOTATION_SCHEMA = pa.schema([
@@ -132,7 +132,7 @@ def load_gold_file(out_dir: Path) -> dict[str, bool]:
     path = out_dir / "gold.parquet"
     if not path.exists():
         return {}
-    t = pq.read_table(path)
+    t = read_parquet(path)
     return dict(zip(t["key"].to_pylist(), t["gold_keep"].to_pylist()))
 
 

@@ -10,15 +10,14 @@ from typing import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
-
-from photogenic.annotation import media
+from photogenic.annotation import media, objectstore
 from photogenic.annotation.lsclient import Client
 from photogenic.annotation.projects import ensure_project, run_id, taskset
 from photogenic.pipeline.core.config.review import CANDIDATES, ReviewConfig, pass_number
 from photogenic.pipeline.core.layout import RunDir
-from photogenic.pipeline.core.runio import is_complete, write_json_atomic, write_parquet_atomic
+from photogenic.pipeline.core.runio import (committed_parquet, is_complete, read_parquet, write_json_atomic,
+                                            write_parquet_atomic)
+from photogenic.pipeline.core.storage import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +59,13 @@ def pass_input(run: Path, config: ReviewConfig, ref: str | int) -> pa.Table:
     if p.input == CANDIDATES:
         if not is_complete(run.candidates):
             raise PushError(f"{run.candidates} is not complete (no _SUCCESS); run `photogenic select` first")
-        table = ds.dataset(sorted(run.candidates.glob("*.parquet")), format="parquet").to_table()
+        parts = [p for p in committed_parquet(run.candidates) if p.parent == run.candidates]
+        table = pa.concat_tables([read_parquet(p) for p in parts], promote_options="default")
     else:
         if not is_complete(run.review(p.input)):
             raise PushError(f"{run.review(p.input)} is not complete; run "
                             f"`photogenic review pull --pass {p.input}` first")
-        table = pq.read_table(run.decisions(p.input))
+        table = read_parquet(run.decisions(p.input))
         table = table.filter(pc.equal(table["keep"], True))
     for col in ("key", "source"):
         if col not in table.column_names:
@@ -94,7 +94,7 @@ def load_gold(path: str | Path, input_keys: set[str]) -> dict[str, bool]:
         table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types={"key": pa.string(), "keep": pa.bool_()}))
     else:
-        table = pq.read_table(path)
+        table = read_parquet(path)
     missing = {"key", "keep"} - set(table.column_names)
     if missing:
         raise PushError(f"gold file {path} lacks column(s) {sorted(missing)}")
@@ -181,16 +181,12 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
     tasks = taskset(client, run, p.name, config)
     project = ensure_project(tasks, run, p)
     pid = project["id"]
-    if client.conn.local_files_root is None:
-        raise PushError("images are served by Label Studio's local-files storage: set [review] "
-                        "local_files_root to a folder that Label Studio serves (same path on its host)")
-    rid = run_id(run)
-    tasks.ensure_local_storage(media.link_into_root(run_dir.media, client.conn.local_files_root, rid))
+    url_of = _serve_media(tasks, run_dir, client, config, n_images=len(names) - len(unreadable))
 
     existing = tasks.known_keys()
     percentiles = score_percentiles(rows)
     n = pass_number(config, p.name)
-    todo = [build_task(r, media.image_url(rid, names[r["key"]]), n, percentiles.get(r["key"]), p.input)
+    todo = [build_task(r, url_of(names[r["key"]]), n, percentiles.get(r["key"]), p.input)
             for r in rows if names.get(r["key"]) and r["key"] not in existing]
     imported = tasks.import_tasks(todo, echo, progress)
 
@@ -206,6 +202,26 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
                         seconds=time.monotonic() - t0, unreadable=unreadable)
     write_json_atomic(result.as_dict(), out_dir / "push.json")
     return result
+
+
+def _serve_media(tasks, run_dir: RunDir, client: Client, config: ReviewConfig,
+                 n_images: int) -> Callable[[str], str]:
+    """Give the project a storage that serves the run's media; returns name -> task image URL.
+    Local runs: local-files storage through a link from Label Studio's document root. Runs on S3:
+    an S3 import storage over the run's media prefix, with presigned URLs."""
+    if is_remote(run_dir.media):
+        if not objectstore.is_s3(run_dir.media):
+            raise PushError(f"review images of a run at {run_dir.root} cannot be served: Label Studio "
+                            "storages are supported for local runs and runs on S3 (s3://) only")
+        if n_images:  # Label Studio checks the prefix holds an object before it adds the storage
+            tasks.ensure_s3_storage(objectstore.storage_body(tasks.project_id, run_dir.media, config))
+        return lambda name: objectstore.image_url(run_dir.media, name)
+    if client.conn.local_files_root is None:
+        raise PushError("images are served by Label Studio's local-files storage: set [review] "
+                        "local_files_root to a folder that Label Studio serves (same path on its host)")
+    rid = run_id(run_dir.root)
+    tasks.ensure_local_storage(media.link_into_root(run_dir.media, client.conn.local_files_root, rid))
+    return lambda name: media.image_url(rid, name)
 
 
 def _gold_overlap(client: Client, task_ids: list[int], annotators: int) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from photogenic.annotation import objectstore
 from photogenic.pipeline.core.config.review import ReviewConfig
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,12 @@ def _server_env(config: ReviewConfig, ddir: Path, sec: dict) -> dict:
         "LABEL_STUDIO_BASE_DATA_DIR": str(ddir),
         "PYTHONUNBUFFERED": "1",
     })
+    endpoint = objectstore.s3_endpoint(config)
+    if endpoint:
+        # Label Studio's operator-trusted S3 endpoint: a storage may not name a private endpoint
+        # itself (SSRF protection), so runs on a store at 127.0.0.1 or in a LAN are reached
+        # through this one.
+        env["LABEL_STUDIO_S3_ENDPOINT"] = endpoint
     return env
 
 

@@ -123,7 +123,7 @@ def _answer(i: int, person: Persona, perceived: np.ndarray, j: int, kind: str, k
 def simulate(run: Path, ref: str | int, client: Client, config: ReviewConfig, annotators: int = 3,
              seed: int = 0, store: AnnotatorStore | None = None, workers: int = 4,
              keep_share: float | None = None, echo: Callable[[str], None] = print) -> dict:
-    run = Path(run)
+    run = RunDir.of(run).root
     p = config.pass_config(ref)
     n = pass_number(config, p.name)
     label = pass_label(p.name)

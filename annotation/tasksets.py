@@ -19,6 +19,7 @@ from typing import Any, Callable
 from photogenic.annotation.ledger import Ledger
 from photogenic.annotation.lsclient import Client, LabelStudioError, Unavailable, backoff_delay
 from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.pipeline.core.storage import as_path
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ class TaskSet:
         self.client = client
         self.marker = marker
         self.key_field = key_field
-        self.ledger_dir = Path(ledger_dir) if ledger_dir is not None else None
+        self.ledger_dir = as_path(ledger_dir) if ledger_dir is not None else None
         self.policy = policy or ImportPolicy.from_config(ReviewConfig())
         self.sleep = sleep
         self.project: dict | None = None
@@ -115,6 +116,26 @@ class TaskSet:
             raise LabelStudioError(f"cannot add local-files storage {path}: {err}. The Label Studio "
                                    "server must run with LOCAL_FILES_SERVING_ENABLED=true and "
                                    "LOCAL_FILES_DOCUMENT_ROOT set to a parent of this path") from None
+
+    def ensure_s3_storage(self, body: dict) -> None:
+        """An S3 import storage (`body`: objectstore.storage_body) over a bucket prefix, so Label
+        Studio resolves its s3:// task URLs to presigned ones. Never synced: tasks are imported
+        through the API, the storage only serves their images."""
+        client, pid = self.client, self.project_id
+        existing = client.get("/api/storages/s3/", params={"project": pid}) or []
+        if any(s.get("bucket") == body["bucket"] and (s.get("prefix") or "").strip("/") == body["prefix"]
+               for s in existing):
+            return
+        try:
+            client.post("/api/storages/s3/", json=body)
+        except LabelStudioError as err:
+            # The message is Label Studio's; the request body (with the credentials) is never shown.
+            raise LabelStudioError(f"cannot add S3 storage s3://{body['bucket']}/{body['prefix']}: {err}. "
+                                   "Label Studio must reach the store with the credentials of this "
+                                   "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY); a private "
+                                   "endpoint (127.0.0.1, a LAN) must be its operator endpoint "
+                                   "LABEL_STUDIO_S3_ENDPOINT (the local server sets it from "
+                                   "[review] s3_endpoint or AWS_ENDPOINT_URL when it starts)") from None
 
     # --- its tasks ----------------------------------------------------------------------------
 

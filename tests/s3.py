@@ -21,6 +21,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# The session's S3 server port, fixed up front: the session's Label Studio (tests/annotation/helpers.py)
+# is started with it as its operator S3 endpoint, whichever of the two starts first.
+MOTO_PORT = free_port()
+MOTO_ENDPOINT = f"http://127.0.0.1:{MOTO_PORT}"
+
+
 def s3_env(endpoint: str) -> dict[str, str]:
     """What a client process needs to reach the server (the standard AWS variables only)."""
     return {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}

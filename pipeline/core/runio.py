@@ -132,7 +132,15 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def stable_id(path: str | Path) -> str:
-    """The id stored at `path`, created once; concurrent first callers all get the same one."""
+    """The id stored at `path`, created once; concurrent first callers all get the same one.
+
+    Local disk: written aside and hard-linked into place (the link fails if another process won).
+    A store: an exclusive create (`fs.open(path, "xb")`, S3's PUT with If-None-Match: *), so the
+    first writer's id is the one; where a backend has no exclusive create, written and read back:
+    a first call that races another may then return an id the other overwrote, so such stores
+    rely on one process creating a run's ids (the review commands create theirs in `push`)."""
+    if is_remote(path):
+        return _stable_id_remote(as_path(path))
     path = Path(path)
     if path.exists():
         return path.read_text().strip()
@@ -147,6 +155,27 @@ def stable_id(path: str | Path) -> str:
     finally:
         tmp.unlink(missing_ok=True)
     return path.read_text().strip()
+
+
+def _stable_id_remote(path) -> str:
+    fs, inner = filesystem(path)
+    try:
+        if fs.exists(inner):
+            return fs.cat_file(inner).decode().strip()
+        value = (uuid.uuid4().hex + "\n").encode()
+        try:
+            with fs.open(inner, "xb") as fh:
+                fh.write(value)
+        except FileExistsError:
+            pass  # another process created it first: its id is the one
+        except (ValueError, NotImplementedError, TypeError):
+            # no exclusive create on this backend: write, then whatever reads back wins
+            with fs.open(inner, "wb") as fh:
+                fh.write(value)
+        fs.invalidate_cache(inner)
+        return fs.cat_file(inner).decode().strip()
+    except OSError as err:
+        raise StorageError(f"cannot create {path}: {err}") from err
 
 
 def mark_success(directory: str | Path) -> None:

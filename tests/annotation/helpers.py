@@ -75,7 +75,10 @@ def make_fake_run(run: Path, n_keys: int, seed: int = 0, prefix: str = "k") -> l
 def ls_config() -> ReviewConfig:
     """Config of the session's Label Studio: a fixed free port and a temporary data dir."""
     data = Path(tempfile.mkdtemp(prefix="photogenic-ls-"))
-    return ReviewConfig(port=free_port(), data_dir=str(data))
+    from tests.s3 import MOTO_ENDPOINT
+
+    # The S3 endpoint: the session's moto server (tests/storage), when a test starts it.
+    return ReviewConfig(port=free_port(), data_dir=str(data), s3_endpoint=MOTO_ENDPOINT)
 
 
 @pytest.fixture(scope="session")

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.s3 import DroppableEndpoint, MotoProcess, s3_env, upload_tree
+from tests.conftest import run_cli
+from tests.s3 import MOTO_PORT, DroppableEndpoint, MotoProcess, environ_with, s3_env, upload_tree
 
 BUCKET = "photogenic-test"
 
 
 @pytest.fixture(scope="session")
 def moto_server():
-    server = MotoProcess().start()
+    server = MotoProcess(MOTO_PORT).start()
     yield server
     server.stop()
 
@@ -26,6 +27,19 @@ def s3_pool(s3, sample_pool) -> str:
     url = f"s3://{BUCKET}/pool"
     upload_tree(sample_pool, url, s3)
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_run(s3, s3_pool, cheap_config_path):
+    """filter + select (target 100) + export of the sample pool, all on the bucket; once per
+    session (test_s3_run.py checks it against the local run, test_s3_review.py reviews it)."""
+    env = environ_with(s3)
+    run = f"s3://{BUCKET}/runs/cheap"
+    outputs = [run_cli("filter", "--pool", s3_pool, "--out", run, "--config", cheap_config_path,
+                       "--master", "local[2]", "--quiet", env=env)]
+    outputs.append(run_cli("select", "--run", run, "--target", "100", "--config", cheap_config_path, env=env))
+    outputs.append(run_cli("export", "--run", run, "--from", "candidates", "--config", cheap_config_path, env=env))
+    return run, outputs
 
 
 @pytest.fixture

@@ -33,17 +33,6 @@ def committed_scores(fs, run: str):
     return pa.concat_tables([pq.read_table(io.BytesIO(fs.cat(f"{scores}/{n}"))) for n in names]), names
 
 
-@pytest.fixture(scope="module")
-def s3_run(s3, s3_pool, cheap_config_path, tmp_path_factory):
-    env = environ_with(s3)
-    run = "s3://photogenic-test/runs/cheap"
-    outputs = [run_cli("filter", "--pool", s3_pool, "--out", run, "--config", cheap_config_path,
-                       "--master", "local[2]", "--quiet", env=env)]
-    outputs.append(run_cli("select", "--run", run, "--target", "100", "--config", cheap_config_path, env=env))
-    outputs.append(run_cli("export", "--run", run, "--from", "candidates", "--config", cheap_config_path, env=env))
-    return run, outputs
-
-
 def test_filter_select_export_on_s3_match_the_local_run(s3_run, s3, cheap_run, cheap_config_path):
     run, _ = s3_run
     fs = filesystem(s3)

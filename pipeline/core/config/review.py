@@ -86,6 +86,12 @@ class ReviewConfig(Section):
     # None: DATA_DIR/media-root for the local server. With --url it must be set, and that folder
     # must be the same path on the Label Studio host (a shared mount).
     local_files_root: str | None = None
+    # Runs on S3 (s3://...): images are materialised under RUN/review/media on the bucket and
+    # served through a Label Studio S3 import storage with presigned URLs. The endpoint Label
+    # Studio reaches the store at (None: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL of the environment,
+    # else AWS itself); credentials always come from the environment, never from config or run files.
+    s3_endpoint: str | None = None
+    presign_ttl_min: int = Field(60, ge=1, le=10080)
     # Label Studio imports (review push, eval push): tasks per request, and the retries with
     # exponential backoff (backoff_s, doubling, at most backoff_max_s) of every request.
     import_batch_size: int = Field(1000, ge=1)
