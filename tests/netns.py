@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,6 +77,18 @@ def run_in(ns: str, cmd: list[str], env: dict[str, str] | None = None, *, privat
     return subprocess.Popen(full, env={**os.environ, **(env or {})}, **popen_kw)
 
 
+def remove_stale() -> list[str]:
+    """Delete namespaces a killed run left (named pg<pid>n<k>-... for a pid no longer alive)."""
+    removed = []
+    for ns in sh("ip", "netns", "list", check=False).split():
+        m = re.fullmatch(r"pg(\d+)n\d+-(hub|w\d+)", ns)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            kill_namespace(ns)
+            sh("ip", "netns", "del", ns, check=False)
+            removed.append(ns)
+    return removed
+
+
 class Network:
     """Hub namespace with a bridge, plus n worker namespaces on it; see the module docstring."""
 
@@ -107,6 +120,7 @@ class Network:
         self.close()
 
     def _build(self) -> None:
+        remove_stale()
         existing = set(sh("ip", "netns", "list").split())
         for ns in self.namespaces:
             if ns in existing:  # left by a killed run whose pid came round again
