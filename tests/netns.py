@@ -343,4 +343,5 @@ class MultihostCluster:
         return json.loads(proc.stdout)
 
     def log_tails(self, chars: int = 3000) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in sorted(self.logs.glob("*.log")))
+        logs = sorted(self.logs.glob("*.log"))
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-chars:]}" for p in logs)

@@ -68,7 +68,8 @@ def finish(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 3
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    assert proc.returncode == 0, f"spark-submit failed ({proc.returncode}):\n{out[-3000:]}\n{err[-5000:]}\n{cluster.log_tails()}"
+    assert proc.returncode == 0, (f"spark-submit failed ({proc.returncode}):\n{out[-3000:]}\n{err[-5000:]}\n"
+                                  f"{cluster.log_tails()}")
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert lines, out[-3000:] + err[-3000:]
     return json.loads(lines[-1][len("RESULT "):])

@@ -47,7 +47,8 @@ def is_local_master(master: str | None) -> bool:
     return not master or _LOCAL_MASTER.fullmatch(master.strip()) is not None
 
 
-def driver_address_conf(master: str | None, submitted: Mapping[str, str], local_ip: str = "127.0.0.1") -> dict[str, str]:
+def driver_address_conf(master: str | None, submitted: Mapping[str, str],
+                        local_ip: str = "127.0.0.1") -> dict[str, str]:
     """The driver host/bindAddress to set: local_ip, only for a local master and only for the keys that
     spark-submit or the cluster did not already set. On a cluster, executors on other hosts must reach
     the driver at an address the cluster chose, so nothing is pinned there."""
