@@ -1,0 +1,127 @@
+"""A Spark standalone cluster across network namespaces (tests/netns.py): driver, master and moto S3
+in the hub, two workers with their own address and private /tmp. Jobs are spark-submitted from the
+hub and write to S3; one worker is SIGKILLed mid-job and the job still completes on the other."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.netns import MultihostCluster, ns_pids, require_netns
+
+pytestmark = pytest.mark.timeout(900)
+
+# The spark-submitted program (later: `pipeline/cli.py filter --pool s3://... --out s3://...`).
+JOB = r'''
+import json, os, socket, sys, time, uuid
+from photogenic.pipeline.core.spark import get_spark
+
+bucket, prefix, n_tasks, sleep_s = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+marker = f"/tmp/driver-marker-{uuid.uuid4().hex}"
+open(marker, "w").close()  # in the driver's /tmp: no executor may see it
+
+
+def task(n):
+    import s3fs
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    info = {"n": n, "attempt": ctx.attemptNumber(), "ip": os.environ.get("SPARK_LOCAL_IP"),
+            "host": socket.gethostname(), "netns": os.readlink("/proc/self/ns/net"), "pid": os.getpid(),
+            "sees_driver_marker": os.path.exists(marker)}
+    fs = s3fs.S3FileSystem()
+    fs.pipe(f"{bucket}/{prefix}/started/{n}-{info['attempt']}-{info['ip']}", json.dumps(info).encode())
+    time.sleep(sleep_s)
+    fs.pipe(f"{bucket}/{prefix}/out/{n}.json", json.dumps(info).encode())
+    return info
+
+
+spark = get_spark()
+try:
+    sc = spark.sparkContext
+    results = sc.parallelize(range(n_tasks), n_tasks).map(task).collect()
+    print("RESULT " + json.dumps({"driver_host": sc.getConf().get("spark.driver.host"),
+                                  "driver_netns": os.readlink("/proc/self/ns/net"), "tasks": results}))
+finally:
+    spark.stop()
+    os.remove(marker)
+'''
+
+
+@pytest.fixture(scope="module")
+def multihost_cluster(tmp_path_factory):
+    require_netns()
+    with MultihostCluster(tmp_path_factory.mktemp("multihost-logs"), n_workers=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def job_script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("multihost-job") / "job.py"
+    path.write_text(JOB)
+    return path
+
+
+def finish(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 300) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, (f"spark-submit failed ({proc.returncode}):\n{out[-3000:]}\n{err[-5000:]}\n"
+                                  f"{cluster.log_tails()}")
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert lines, out[-3000:] + err[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def test_network_is_private(multihost_cluster):
+    net = multihost_cluster.net
+    for ns in net.namespaces:
+        routes = subprocess.run(["ip", "-n", ns, "route", "show"], capture_output=True, text=True).stdout
+        assert "default" not in routes and routes.strip().startswith(f"{net.prefix}.0/24"), routes
+    # Nothing of ours in the root namespace.
+    assert net.tag not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+
+
+def test_tasks_run_on_both_workers_and_write_s3(multihost_cluster, job_script):
+    cluster = multihost_cluster
+    result = finish(cluster, cluster.submit([job_script, cluster.BUCKET, "basic", 4, 1]))
+    tasks = result["tasks"]
+    assert result["driver_host"] == cluster.hub_addr  # get_spark kept spark-submit's driver address
+    assert sorted(t["n"] for t in tasks) == [0, 1, 2, 3]
+    assert {t["ip"] for t in tasks} == set(cluster.worker_addrs)
+    assert len({t["netns"] for t in tasks}) == 2 and result["driver_netns"] not in {t["netns"] for t in tasks}
+    assert not any(t["sees_driver_marker"] for t in tasks)  # each worker has its own /tmp
+    objects = cluster.s3_read("basic/out")
+    assert sorted(objects) == [f"basic/out/{n}.json" for n in range(4)]
+    assert {json.loads(v)["ip"] for v in objects.values()} == set(cluster.worker_addrs)
+
+
+def test_job_survives_a_worker_killed_mid_job(multihost_cluster, job_script):
+    """Runs last in the module: worker 0 stays dead."""
+    cluster = multihost_cluster
+    victim, survivor = cluster.worker_addrs
+    n_tasks = 8
+    proc = cluster.submit([job_script, cluster.BUCKET, "kill", n_tasks, 4])
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        started = cluster.s3_read("kill/started")
+        if any(key.endswith(f"-{victim}") for key in started):
+            break
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"no task started on {victim}:\n{proc.communicate()[1][-3000:]}\n{cluster.log_tails()}")
+    killed = cluster.kill_worker(0)
+    assert killed and not ns_pids(cluster.net.workers[0])
+
+    result = finish(cluster, proc)
+    assert sorted(t["n"] for t in result["tasks"]) == list(range(n_tasks))  # each N once
+    out = {key: json.loads(v) for key, v in cluster.s3_read("kill/out").items()}
+    assert sorted(out) == sorted(f"kill/out/{n}.json" for n in range(n_tasks))
+    started = [json.loads(v) for v in cluster.s3_read("kill/started").values()]
+    cut_short = {s["n"] for s in started if s["ip"] == victim} - {o["n"] for o in out.values() if o["ip"] == victim}
+    assert cut_short, "no task was running on the killed worker"
+    for n in cut_short:  # rescheduled on the surviving worker
+        assert out[f"kill/out/{n}.json"]["ip"] == survivor and out[f"kill/out/{n}.json"]["attempt"] >= 1
