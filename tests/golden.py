@@ -1,8 +1,9 @@
 """Fingerprints of the filter, select and export outputs of a run, for the no-behaviour-change test.
 
 Paths differ between machines and sessions (the pool lives under a temp dir), so `source` and
-`shard` are dropped; everything else is hashed row by row, in key order, floats by their exact
-repr. Regenerate the stored baseline only when a change is meant to alter outputs:
+`shard` are dropped; everything else is hashed row by row, in key order, floats rounded to 5
+decimals (model scores differ in the last bits between CPUs: the same code gave two exact-repr
+digests on two machines). Regenerate the stored baseline only when a change is meant to alter outputs:
 `python -m tests.golden RUN > tests/data/golden_sample_pool.json`.
 """
 from __future__ import annotations
@@ -18,10 +19,20 @@ import pyarrow.parquet as pq
 PATH_FIELDS = {"source", "shard"}
 
 
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 5)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
+
+
 def _rows_digest(rows: list[dict]) -> str:
     h = hashlib.sha256()
     for row in sorted(rows, key=lambda r: str(r.get("key"))):
-        clean = {k: v for k, v in row.items() if k not in PATH_FIELDS}
+        clean = {k: _rounded(v) for k, v in row.items() if k not in PATH_FIELDS}
         h.update(json.dumps(clean, sort_keys=True, default=repr).encode() + b"\n")
     return h.hexdigest()
 
@@ -39,7 +50,7 @@ def _tar_digest(path: Path) -> str:
         for member in tar.getmembers():
             data = tar.extractfile(member).read()
             if member.name.endswith(".json"):
-                record = {k: v for k, v in json.loads(data).items() if k not in PATH_FIELDS}
+                record = {k: _rounded(v) for k, v in json.loads(data).items() if k not in PATH_FIELDS}
                 data = json.dumps(record, sort_keys=True).encode()
             h.update(member.name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()

@@ -232,7 +232,7 @@ import s3fs
 fs = s3fs.S3FileSystem()
 bucket, prefix = sys.argv[1:3]
 keys = fs.find(f"{bucket}/{prefix}")
-print(json.dumps({k[len(bucket) + 1:]: fs.cat(k).decode() for k in keys}))
+print(json.dumps({k[len(bucket) + 1:]: fs.cat(k).decode(errors="replace") for k in keys}))
 """
 
 

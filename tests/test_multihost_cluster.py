@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.conftest import CHEAP_CONFIG, REPO
 from tests.netns import MultihostCluster, ns_pids, require_netns
 
 pytestmark = pytest.mark.timeout(900)
@@ -75,6 +76,56 @@ def finish(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 3
     return json.loads(lines[-1][len("RESULT "):])
 
 
+# Run in the hub: upload a local pool to the cluster's S3 server (as a user's upload would).
+UPLOAD = r'''
+import sys, s3fs
+fs = s3fs.S3FileSystem()
+local, target = sys.argv[1:3]
+fs.put(local.rstrip("/") + "/", target, recursive=True)
+'''
+# Run in the hub: what every reader of the run sees (the parts the markers commit).
+COMMITTED = r'''
+import json, sys
+from photogenic.pipeline.core.runio import committed_parquet, read_json, read_parquet
+scores = sys.argv[1] + "/scores"
+from photogenic.pipeline.core.storage import as_path
+markers = [read_json(p) for p in sorted(as_path(scores + "/_stats").glob("*.json"))]
+keys = [k for f in committed_parquet(scores) for k in read_parquet(f, columns=["key"]).column("key").to_pylist()]
+print(json.dumps({"keys": keys, "markers": markers}))
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster_pool(multihost_cluster, sample_pool, tmp_path_factory) -> dict:
+    cluster = multihost_cluster
+    proc = cluster.net.python(cluster.net.hub, UPLOAD, str(sample_pool), f"{cluster.BUCKET}/pool", env=cluster.aws_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = tmp_path_factory.mktemp("multihost-cfg") / "cheap.toml"
+    config.write_text(CHEAP_CONFIG)
+    return {"pool": f"s3://{cluster.BUCKET}/pool", "config": config}
+
+
+def photogenic_filter(cluster: MultihostCluster, pool: dict, run: str, conf: dict | None = None) -> subprocess.Popen:
+    return cluster.submit([REPO / "pipeline" / "cli.py", "filter", "--pool", pool["pool"], "--out", run,
+                           "--config", pool["config"], "--quiet"], conf=conf)
+
+
+def committed(cluster: MultihostCluster, run: str) -> dict:
+    proc = cluster.net.python(cluster.net.hub, COMMITTED, run, env=cluster.aws_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def assert_filter_ok(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 400) -> None:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    assert proc.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}\n{cluster.log_tails()}"
+    assert "passed" in out
+
+
 def test_network_is_private(multihost_cluster):
     net = multihost_cluster.net
     for ns in net.namespaces:
@@ -96,6 +147,49 @@ def test_tasks_run_on_both_workers_and_write_s3(multihost_cluster, job_script):
     objects = cluster.s3_read("basic/out")
     assert sorted(objects) == [f"basic/out/{n}.json" for n in range(4)]
     assert {json.loads(v)["ip"] for v in objects.values()} == set(cluster.worker_addrs)
+
+
+def test_photogenic_filter_through_spark_submit_one_row_per_key(multihost_cluster, cluster_pool):
+    """The filter job with the pool and the run on S3, its shards scored on both workers."""
+    cluster = multihost_cluster
+    run = f"s3://{cluster.BUCKET}/runs/filter"
+    assert_filter_ok(cluster, photogenic_filter(cluster, cluster_pool, run))
+    state = committed(cluster, run)
+    assert len(state["keys"]) == len(set(state["keys"])) == 282
+    assert len(state["markers"]) == 8
+    assert {m["executor"] for m in state["markers"]} == set(cluster.worker_addrs)  # both hosts scored
+
+
+def test_photogenic_filter_survives_a_worker_killed_mid_job(multihost_cluster, cluster_pool):
+    """Every process of one worker's namespace is SIGKILLed while shards are in flight: Spark
+    reschedules them on the other worker and the run ends with exactly one row per key. Worker 0
+    is started again afterwards for the tests that follow."""
+    cluster = multihost_cluster
+    victim, survivor = cluster.worker_addrs
+    run = f"s3://{cluster.BUCKET}/runs/kill-filter"
+    scores = run.removeprefix(f"s3://{cluster.BUCKET}/") + "/scores"
+    # Hold each shard 3 s between its part and its marker, so the kill lands mid-shard.
+    proc = photogenic_filter(cluster, cluster_pool, run,
+                             conf={"spark.executorEnv.PHOTOGENIC_SLOWPOINT": "filter.before_commit:3"})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any("/part-" in k for k in cluster.s3_read(scores)):
+            break
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"no part written:\n{proc.communicate()[1][-3000:]}\n{cluster.log_tails()}")
+    assert cluster.kill_worker(0) and not ns_pids(cluster.net.workers[0])
+    try:
+        assert_filter_ok(cluster, proc, timeout=500)
+        state = committed(cluster, run)
+        assert len(state["keys"]) == len(set(state["keys"])) == 282
+        assert sorted(m["shard"] for m in state["markers"]) == sorted({m["shard"] for m in state["markers"]})
+        assert len(state["markers"]) == 8
+        assert survivor in {m["executor"] for m in state["markers"]}
+    finally:
+        cluster.start_worker(0)
+        cluster.wait_ready(2)
 
 
 def test_job_survives_a_worker_killed_mid_job(multihost_cluster, job_script):
