@@ -29,9 +29,32 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 _COUNTER = itertools.count()
 
+
+
+def _code_under_tmp() -> list[str]:
+    """The checkout and the venv when they live under /tmp (a CI clone): a worker's fresh /tmp
+    would hide them, so they are mounted back into it."""
+    under = sorted({p for p in (REPO, Path(sys.prefix).resolve()) if p.parts[:2] == ("/", "tmp")}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for p in under:
+        if not any(p.is_relative_to(k) for k in kept):  # the venv inside the checkout comes along
+            kept.append(p)
+    return [str(p) for p in kept]
+
+
+def _private_tmp_script() -> str:
+    # Hold each code path on a scratch tmpfs over /mnt (this mount namespace only), put a fresh
+    # tmpfs on /tmp, then bind the held paths back at their places.
+    keep = _code_under_tmp()
+    hold = [f"mkdir -p /mnt/k{i} && mount --bind '{p}' /mnt/k{i}" for i, p in enumerate(keep)]
+    back = [f"mkdir -p '{p}' && mount --bind /mnt/k{i} '{p}'" for i, p in enumerate(keep)]
+    steps = (["mount -t tmpfs -o size=1m tmpfs /mnt"] if keep else []) + hold + [
+        "mount -t tmpfs -o size=2g tmpfs /tmp"] + back + ['exec "$@"']
+    return " && ".join(steps)
+
+
 # Worker processes get their own mount namespace with a fresh tmpfs on /tmp.
-PRIVATE_TMP = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-               'mount -t tmpfs -o size=2g tmpfs /tmp && exec "$@"', "sh"]
+PRIVATE_TMP = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _private_tmp_script(), "sh"]
 
 
 def require_netns() -> None:
