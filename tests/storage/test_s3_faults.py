@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import PHOTOGENIC, REPO, run_cli
+from tests.conftest import CHEAP_CONFIG, PHOTOGENIC, REPO, run_cli
 from tests.s3 import environ_with, filesystem
 
 pytestmark = pytest.mark.timeout(900)
@@ -21,17 +21,7 @@ pytestmark = pytest.mark.timeout(900)
 CONFIG = """
 [storage.options.s3]
 config_kwargs = {connect_timeout = 2, read_timeout = 10, retries = {max_attempts = 1}}
-[filters.offensive]
-enabled = false
-[filters.ocr]
-enabled = false
-[filters.clip]
-enabled = false
-[filters.aesthetic]
-enabled = false
-[filters.concepts]
-enabled = false
-"""
+""" + CHEAP_CONFIG
 
 
 def markers(fs, scores: str) -> list[dict]:
