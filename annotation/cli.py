@@ -162,8 +162,9 @@ def push_cmd(run, pass_ref, url, config_path, gold_file, limit) -> None:
                       echo=lambda m: err_console.print(m))
     except (PushError, LabelStudioError) as err:
         _fail(err)
-    console.print(f"{pass_label(p.name)}: {result.n_imported} new task(s) imported, {result.n_in_project} in "
-                  f"project {result.project_id} ({result.n_gold} gold, {result.n_unreadable} unreadable) "
+    grid = f" in {result.n_tasks} grid task(s)" if result.n_tasks != result.n_in_project else ""
+    console.print(f"{pass_label(p.name)}: {result.n_imported} new image(s) imported, {result.n_in_project} in "
+                  f"project {result.project_id}{grid} ({result.n_gold} gold, {result.n_unreadable} unreadable) "
                   f"in {result.seconds:.1f}s")
     console.print(f"  annotate at {client.url}/projects/{result.project_id}/data")
 
@@ -173,18 +174,22 @@ def push_cmd(run, pass_ref, url, config_path, gold_file, limit) -> None:
 @pass_option
 @url_option
 @config_option
-def pull_cmd(run, pass_ref, url, config_path) -> None:
-    """Export all annotations and write annotations.parquet + decisions.parquet by the pass's rule."""
+@click.option("--full", is_flag=True, help="Read every annotated task again (default: only the "
+              "tasks updated since the last pull began).")
+def pull_cmd(run, pass_ref, url, config_path, full) -> None:
+    """Fetch new and changed annotations; write annotations.parquet + decisions.parquet by the pass's rule."""
     from photogenic.annotation.pull import PullError, pull
 
     config = _review_config(config_path)
     p = _pass(config, pass_ref)
     client = _client(config, url)
     try:
-        q = pull(run, p.name, client, config)
+        q = pull(run, p.name, client, config, full=full)
     except (PullError, LabelStudioError) as err:
         _fail(err)
-    console.print(f"{pass_label(p.name)}: {q['n_annotations']} annotation(s) on {q['tasks']} task(s); "
+    how = (f"{q['pull']['tasks_fetched']} task(s) updated since the last pull" if q["pull"]["incremental"]
+           else f"{q['pull']['tasks_fetched']} annotated task(s), all read")
+    console.print(f"{pass_label(p.name)}: {how}; {q['n_annotations']} annotation(s) of {q['tasks']} image(s); "
                   f"kept {q['kept']} by rule '{q['rule']}' -> {RunDir.of(run).decisions(p.name)}")
 
 
@@ -288,14 +293,16 @@ def _print_pass(st: dict) -> None:
         console.print(f"[bold]{n}[/]: not pushed yet")
         return
     sim = " [magenta](SIMULATED annotators)[/]" if st.get("simulated") else ""
+    images = f" ({st['images']} images)" if st.get("images", st["tasks"]) != st["tasks"] else ""
     console.print(f"[bold]{n}[/] ({st['source']}){sim}: tasks complete {st['tasks_complete']}/"
-                  f"{st['tasks']}, annotations {st['annotations_done']}/{st['annotations_needed']}, "
+                  f"{st['tasks']}{images}, annotations {st['annotations_done']}/{st['annotations_needed']}, "
                   f"rate {_fmt(st['annotations_per_hour'], '.0f')}/h, ETA {_duration(st['eta_seconds'])}")
     if st.get("decisions"):
         d = st["decisions"]
         console.print(f"  decisions (last pull): kept {d['kept']} of {d['keys']}")
     q = st["quality"]
-    table = Table(title=f"{n} annotators", show_lines=False)
+    as_of = f" (as of the {st['quality_source']})" if st.get("quality_source") else ""
+    table = Table(title=f"{n} annotators{as_of}", show_lines=False)
     for col in ("annotator", "annotations", "keep rate", "gold acc.", "gold n", "s/task (median)", "mean rating"):
         table.add_column(col, justify="left" if col == "annotator" else "right")
     for a in q["annotators"]:

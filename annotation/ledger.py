@@ -3,8 +3,8 @@ of a large project (Label Studio lists ~5,000 tasks in tens of seconds).
 
 The ledger is trusted only while it is provably in step with the server: no batch was in flight
 when the last push stopped (a `pending` marker is written before each import and removed after
-its ids are recorded), it names the same project, and it holds exactly as many tasks as the
-project reports. Otherwise the keys are read back from the server and the ledger is rebuilt.
+its ids are recorded), it names the same project, and it holds exactly as many tasks (distinct
+task ids: a grid task holds several keys) as the project reports. Otherwise the keys are read back from the server and the ledger is rebuilt.
 """
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ class Ledger:
             out.update(zip(t["key"].to_pylist(), t["task_id"].to_pylist()))
         return out
 
-    def begin(self, keys: list[str]) -> None:
-        write_json_atomic({"project_id": self.project_id, "keys": len(keys)}, self.dir / PENDING)
+    def begin(self, n_keys: int) -> None:
+        write_json_atomic({"project_id": self.project_id, "keys": n_keys}, self.dir / PENDING)
 
     def commit(self, keys: list[str], task_ids: list[int]) -> None:
         self._write_part(keys, task_ids)

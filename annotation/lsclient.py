@@ -11,7 +11,9 @@ import json
 import logging
 import random
 import time
-from typing import Any, Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Iterator
 
 import requests
 
@@ -121,7 +123,13 @@ class Client:
               query: dict | None = None) -> list[dict]:
         """Every task of a project (paginated, deduplicated by id), optionally filtered with a
         data-manager query."""
-        out, page, seen = [], 1, set()
+        return [t for page in self.task_pages(project_id, fields, page_size, query) for t in page]
+
+    def task_pages(self, project_id: int, fields: str = "all", page_size: int = 5000,
+                   query: dict | None = None) -> Iterator[list[dict]]:
+        """The tasks of a project a page at a time (memory bounded by a page), in id order,
+        each task once, optionally filtered with a data-manager query."""
+        page, seen = 1, set()
         params = {"project": project_id, "page_size": page_size, "fields": fields}
         if query is not None:
             params["query"] = json.dumps(query)
@@ -130,17 +138,26 @@ class Client:
                 data = self.get("/api/tasks/", params={**params, "page": page})
             except LabelStudioError as err:
                 if "HTTP 404" in str(err):  # past the last page
-                    return out
+                    return
                 raise
             batch = data.get("tasks", []) if isinstance(data, dict) else data
-            # A task annotated while paging shifts later pages: drop the repeats this causes.
+            # A task that enters the filter while paging shifts later pages: drop the repeats.
             fresh = [t for t in batch if t["id"] not in seen]
             seen.update(t["id"] for t in fresh)
-            out.extend(fresh)
+            if fresh:
+                yield fresh
             total = data.get("total") if isinstance(data, dict) else None
             if not batch or (total is not None and page * page_size >= total):
-                return out
+                return
             page += 1
+
+    def server_time(self) -> datetime:
+        """The server's clock (its HTTP Date header, 1 s resolution), else this machine's."""
+        try:
+            resp = self.session.get(self.url + "/api/version", timeout=self.timeout_s)
+            return parsedate_to_datetime(resp.headers["Date"]).astimezone(timezone.utc)
+        except (requests.RequestException, KeyError, TypeError, ValueError):
+            return datetime.now(timezone.utc)
 
     def annotated_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
         """Tasks with at least one annotation (submitted or skipped), with all annotations."""

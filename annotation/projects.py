@@ -23,14 +23,21 @@ def run_id(run: Path) -> str:
 
 
 def label_config(p: PassConfig) -> str:
-    """The pass's Label Studio XML: a built-in one (annotation/configs/) or the configured file."""
+    """The pass's Label Studio XML: a built-in one (annotation/configs/; "keep" in its grid form
+    for grid passes) or the configured file (for a grid: a Repeater over $images, keep_N toggles)."""
     path = p.label_config_path
     if path is None:
-        return resources.files("photogenic.annotation").joinpath(f"configs/{p.label_config}.xml").read_text()
+        name = f"{p.label_config}_grid" if is_grid(p) else p.label_config
+        return resources.files("photogenic.annotation").joinpath(f"configs/{name}.xml").read_text()
     try:
         return path.read_text()
     except OSError as err:
         raise LabelStudioError(f"review pass '{p.name}': label_config {path} cannot be read: {err}") from None
+
+
+def is_grid(p: PassConfig) -> bool:
+    """Whether the pass's tasks show several images (a grid), each with its own keep toggle."""
+    return (p.grid_size or 1) > 1
 
 
 def has_ratings(xml: str) -> bool:
@@ -84,7 +91,8 @@ def ensure_project(tasks: TaskSet, run: Path, p: PassConfig) -> dict:
         "expert_instruction": f"<p>{instructions(xml)}</p>",
         "show_instruction": True,
         "show_skip_button": True,
-        "enable_empty_annotation": False,
+        # A grid with nothing ticked is a valid answer: all its images dropped.
+        "enable_empty_annotation": is_grid(p),
         "sampling": "Uniform sampling" if p.input == CANDIDATES else "Sequential sampling",
     }, settings)
     write_json_atomic({"project_id": project["id"], "title": project["title"], "run_id": rid},

@@ -1,6 +1,7 @@
 """Push a pass's images to Label Studio: batched, retried, one task per key ever."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -12,7 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from photogenic.annotation import media, objectstore
 from photogenic.annotation.lsclient import Client
-from photogenic.annotation.projects import ensure_project, run_id, taskset
+from photogenic.annotation.projects import ensure_project, is_grid, run_id, taskset
+from photogenic.annotation.tasksets import GRID_KEYS
 from photogenic.pipeline.core.config.review import CANDIDATES, ReviewConfig, pass_number
 from photogenic.pipeline.core.layout import RunDir
 from photogenic.pipeline.core.runio import (committed_parquet, is_complete, read_parquet, write_json_atomic,
@@ -36,6 +38,8 @@ class PushResult:
     n_input: int
     n_imported: int
     n_in_project: int
+    n_tasks: int  # tasks in the project (a grid task holds several images)
+    n_tasks_imported: int
     n_unreadable: int
     n_gold: int
     batches: int
@@ -149,6 +153,35 @@ def build_task(row: dict, image_url: str, n: int, score: float | None = None,
     return task
 
 
+def grids(rows: list[dict], size: int, gold: dict[str, bool]) -> list[list[dict]]:
+    """The rows in grids of `size`, in input order; gold images share their own grids, so only
+    those tasks go to every annotator."""
+    gold_rows = [r for r in rows if r["key"] in gold]
+    rest = [r for r in rows if r["key"] not in gold]
+    return [part[i:i + size] for part in (gold_rows, rest) for i in range(0, len(part), size)]
+
+
+def grid_id(keys: list[str]) -> str:
+    """A grid task's own key: the same images always make the same id."""
+    return "grid-" + hashlib.sha1("\n".join(keys).encode()).hexdigest()[:20]
+
+
+def build_grid_task(rows: list[dict], urls: list[str], n: int, scores: list[float | None]) -> dict:
+    """One grid task: its images in slot order (images[i] is shown as image_i with toggle keep_i),
+    each with its scores; the mean score percentile sorts the grids."""
+    keys = [r["key"] for r in rows]
+    images = [{"key": r["key"], "url": url, **{f: _clean(r[f]) for f in TASK_FIELDS if f in r}}
+              for r, url in zip(rows, urls)]
+    data = {"key": grid_id(keys), GRID_KEYS: keys, "images": images, "pass": n, "grid_size": len(keys)}
+    task = {"data": data}
+    known = [s for s in scores if s is not None]
+    if known:
+        score = round(sum(known) / len(known), 6)
+        data["score_percentile"] = score
+        task["predictions"] = [{"model_version": "photogenic-score-percentile", "score": score, "result": []}]
+    return task
+
+
 # --- push ------------------------------------------------------------------------------------
 
 
@@ -186,18 +219,24 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
     existing = tasks.known_keys()
     percentiles = score_percentiles(rows)
     n = pass_number(config, p.name)
-    todo = [build_task(r, url_of(names[r["key"]]), n, percentiles.get(r["key"]), p.input)
-            for r in rows if names.get(r["key"]) and r["key"] not in existing]
+    new = [r for r in rows if names.get(r["key"]) and r["key"] not in existing]
+    if is_grid(p):
+        todo = [build_grid_task(g, [url_of(names[r["key"]]) for r in g], n,
+                                [percentiles.get(r["key"]) for r in g])
+                for g in grids(new, p.grid_size, gold)]
+    else:
+        todo = [build_task(r, url_of(names[r["key"]]), n, percentiles.get(r["key"]), p.input) for r in new]
     imported = tasks.import_tasks(todo, echo, progress)
 
     final = tasks.known_keys()
     if gold:
-        _gold_overlap(client, [final[k] for k in gold if k in final], p.gold_annotators)
+        _gold_overlap(client, sorted({final[k] for k in gold if k in final}), p.gold_annotators)
     write_parquet_atomic(pa.table({"key": pa.array(list(final), pa.string()),
                                    "task_id": pa.array(list(final.values()), pa.int64())}),
                          out_dir / "tasks.parquet")
-    result = PushResult(project_id=pid, n_input=len(rows), n_imported=imported.imported,
-                        n_in_project=len(final), n_unreadable=len(unreadable), n_gold=len(gold),
+    result = PushResult(project_id=pid, n_input=len(rows), n_imported=len(final.keys() - existing.keys()),
+                        n_in_project=len(final), n_tasks=len(set(final.values())),
+                        n_tasks_imported=imported.imported, n_unreadable=len(unreadable), n_gold=len(gold),
                         batches=imported.batches, retries=imported.retries,
                         seconds=time.monotonic() - t0, unreadable=unreadable)
     write_json_atomic(result.as_dict(), out_dir / "push.json")

@@ -1,5 +1,6 @@
 """SIMULATED annotators for demos and tests: real Label Studio users (signed up through the invite
-link) who submit annotations through the API with seeded tastes and error rates. Nothing here is
+link) who take tasks from Label Studio's queue and submit annotations through the API with seeded
+tastes and error rates. Nothing here is
 a human judgement; every output says so."""
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from photogenic.annotation.lsclient import Client, Unavailable
+from photogenic.annotation.lsclient import Client, LabelStudioError, Unavailable
 from photogenic.annotation.projects import RATINGS, find_project, has_ratings, label_config
 from photogenic.annotation.server import data_dir
+from photogenic.annotation.tasksets import GRID_KEYS
 from photogenic.annotation.users import AnnotatorStore
 from photogenic.pipeline.core.config.review import ReviewConfig, pass_label, pass_number
 from photogenic.pipeline.core.layout import RunDir
@@ -27,6 +29,7 @@ SCORE_COLUMNS = ("aesthetic_score", "clip_score", "engagement")
 # each pass near the paper's 1/10), and the mean seconds per answer.
 TARGET_KEEP = {"keep": 0.055, "rate": 0.16}
 MEAN_SECONDS = {"keep": 3.0, "rate": 25.0}
+GRID_SECONDS_PER_IMAGE = 1.2  # a grid is judged at a glance, faster than one image a page
 
 
 SIMULATED_EMAIL = re.compile(r"^sim-[a-z][a-z0-9_]*-\d+@photogenic\.local$")
@@ -68,61 +71,81 @@ def _key_rng(seed: int, n: int, key: str, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, n, salt, zlib.crc32(key.encode())])
 
 
-def _standardised(tasks: list[dict]) -> np.ndarray:
+def _standardised(items: list[dict]) -> np.ndarray:
     cols = []
     for name in SCORE_COLUMNS:
-        vals = np.array([t["data"].get(name) if t["data"].get(name) is not None else np.nan
-                         for t in tasks], dtype=float)
+        vals = np.array([it.get(name) if it.get(name) is not None else np.nan for it in items], dtype=float)
         if np.all(np.isnan(vals)):
-            vals = np.zeros(len(tasks))
+            vals = np.zeros(len(items))
         vals = np.where(np.isnan(vals), np.nanmean(vals), vals)
         sd = vals.std()
         cols.append((vals - vals.mean()) / sd if sd > 0 else vals * 0)
     return np.stack(cols, axis=1)
 
 
-def plan(tasks: list[dict], people: list[Persona], n: int, seed: int, kind: str = "keep",
-         keep_share: float | None = None) -> dict[int, list[dict]]:
-    """task id -> the (persona index, answer) pairs this simulation would submit. kind "rate"
-    also rates; keep_share: the share of keep votes aimed at (None: TARGET_KEEP[kind])."""
-    keep_share = TARGET_KEEP[kind] if keep_share is None else keep_share
-    scores = _standardised(tasks)
-    # A shared "true" quality that no model score fully sees, so annotators agree beyond the scores.
-    shared = np.array([_key_rng(seed, n, t["data"]["key"]).normal(0, 0.6) for t in tasks])
-    perceived = []
-    for i, p in enumerate(people):
-        own = np.array([_key_rng(seed, n, t["data"]["key"], salt=i + 1).normal(0, p.noise) for t in tasks])
-        perceived.append(scores @ np.array(p.weights) + shared + own)
-    answers: dict[int, list[dict]] = {}
-    for j, task in enumerate(tasks):
-        rng = _key_rng(seed, n, task["data"]["key"], salt=1000)
-        order = rng.permutation(len(people))[: min(task.get("overlap", 1), len(people))]
-        answers[task["id"]] = [_answer(i, people[i], perceived[i], j, kind, keep_share, rng) for i in order]
-    return answers
+def task_items(data: dict) -> list[dict]:
+    """The images a task shows, each with its key and scores: a grid's images, or the task."""
+    return list(data["images"]) if GRID_KEYS in data else [data]
 
 
-def _answer(i: int, person: Persona, perceived: np.ndarray, j: int, kind: str, keep_share: float,
-            rng: np.random.Generator) -> dict:
-    threshold = np.quantile(perceived, 1 - keep_share) + person.bias
-    margin = (perceived[j] - threshold) / (perceived.std() or 1.0)
-    keep = bool(margin > 0)
-    if rng.random() < person.error_rate:
-        keep = not keep
-    result = [{"from_name": "decision", "to_name": "image", "type": "choices",
-               "value": {"choices": ["keep" if keep else "drop"]}}]
-    if kind == "rate":
-        base = 3.3 + 1.2 * margin + (0.4 if keep else -0.4)
-        for name in RATINGS:
-            rating = int(np.clip(np.rint(base + rng.normal(0, 0.6)), 1, 5))
-            result.append({"from_name": name, "to_name": "image", "type": "rating",
-                           "value": {"rating": rating}})
-    lead_time = float(rng.lognormal(np.log(MEAN_SECONDS[kind]), 0.4))
-    return {"persona": i, "keep": keep, "result": result, "lead_time": round(lead_time, 2)}
+class Tastes:
+    """What each simulated annotator would answer for any image of the pass, fixed up front from
+    the seed and every image's scores, so an answer depends on who sees which image, never on
+    when or in which order the queue serves it."""
+
+    def __init__(self, items: list[dict], people: list[Persona], n: int, seed: int,
+                 kind: str = "keep", keep_share: float | None = None):
+        self.people, self.n, self.seed, self.kind = people, n, seed, kind
+        self.keep_share = TARGET_KEEP[kind] if keep_share is None else keep_share
+        self.index = {str(it["key"]): j for j, it in enumerate(items)}
+        scores = _standardised(items) if items else np.zeros((0, len(SCORE_COLUMNS)))
+        # A shared "true" quality that no model score fully sees, so annotators agree beyond the scores.
+        shared = np.array([_key_rng(seed, n, str(it["key"])).normal(0, 0.6) for it in items])
+        self.perceived = []
+        for i, p in enumerate(people):
+            own = np.array([_key_rng(seed, n, str(it["key"]), salt=i + 1).normal(0, p.noise) for it in items])
+            self.perceived.append(scores @ np.array(p.weights) + shared + own)
+        self.thresholds = [np.quantile(v, 1 - self.keep_share) + p.bias if len(v) else 0.0
+                           for v, p in zip(self.perceived, people)]
+
+    def vote(self, i: int, key: str) -> tuple[bool, float, np.random.Generator]:
+        """(keep, margin over the persona's threshold, the answer's own seeded generator)."""
+        perceived = self.perceived[i]
+        margin = float((perceived[self.index[key]] - self.thresholds[i]) / (perceived.std() or 1.0))
+        rng = _key_rng(self.seed, self.n, key, salt=1000 + i)
+        keep = margin > 0
+        if rng.random() < self.people[i].error_rate:
+            keep = not keep
+        return bool(keep), margin, rng
+
+    def answer(self, i: int, data: dict) -> dict:
+        """Persona i's annotation of a task (one image, or a grid: a keep toggle per image)."""
+        if GRID_KEYS in data:
+            votes = [self.vote(i, str(k))[0] for k in data[GRID_KEYS]]
+            result = [{"from_name": f"keep_{slot}", "to_name": f"image_{slot}", "type": "choices",
+                       "value": {"choices": ["keep"]}} for slot, keep in enumerate(votes) if keep]
+            rng = _key_rng(self.seed, self.n, str(data["key"]), salt=2000 + i)
+            lead_time = float(rng.lognormal(np.log(GRID_SECONDS_PER_IMAGE * len(votes)), 0.3))
+            return {"keeps": votes, "result": result, "lead_time": round(lead_time, 2)}
+        keep, margin, rng = self.vote(i, str(data["key"]))
+        result = [{"from_name": "decision", "to_name": "image", "type": "choices",
+                   "value": {"choices": ["keep" if keep else "drop"]}}]
+        if self.kind == "rate":
+            base = 3.3 + 1.2 * margin + (0.4 if keep else -0.4)
+            for name in RATINGS:
+                rating = int(np.clip(np.rint(base + rng.normal(0, 0.6)), 1, 5))
+                result.append({"from_name": name, "to_name": "image", "type": "rating",
+                               "value": {"rating": rating}})
+        lead_time = float(rng.lognormal(np.log(MEAN_SECONDS[self.kind]), 0.4))
+        return {"keeps": [keep], "result": result, "lead_time": round(lead_time, 2)}
 
 
 def simulate(run: Path, ref: str | int, client: Client, config: ReviewConfig, annotators: int = 3,
-             seed: int = 0, store: AnnotatorStore | None = None, workers: int = 4,
-             keep_share: float | None = None, echo: Callable[[str], None] = print) -> dict:
+             seed: int = 0, store: AnnotatorStore | None = None, keep_share: float | None = None,
+             echo: Callable[[str], None] = print) -> dict:
+    """Simulated annotators work the pass the way people do: each, in its own thread, asks Label
+    Studio's queue for its next task (which applies the project's overlap and sampling), answers
+    it and submits, until the queue has nothing left for it."""
     run = RunDir.of(run).root
     p = config.pass_config(ref)
     n = pass_number(config, p.name)
@@ -135,32 +158,48 @@ def simulate(run: Path, ref: str | int, client: Client, config: ReviewConfig, an
     store = store or AnnotatorStore(data_dir(config) / "annotators.json")
     accounts = [store.ensure(client, person.email) for person in people]
     echo(f"SIMULATION: {annotators} simulated {p.annotator_group} annotators "
-         f"(seed {seed}) answer {label} through Label Studio's API; these are not human judgements")
-    tasks = [t for t in client.tasks(project["id"], fields="all") if "key" in (t.get("data") or {})]
-    answers = plan(tasks, people, n, seed, kind, keep_share)
-    done_by = {t["id"]: set(t.get("annotators") or []) for t in tasks}
-    jobs = [(tid, a) for tid, plan_ in answers.items() for a in plan_
-            if accounts[a["persona"]]["id"] not in done_by[tid]]
-    clients = [client.as_user(acc["token"]) for acc in accounts]
+         f"(seed {seed}) answer {label} through Label Studio's task queue; these are not human judgements")
+    items = [it for page in client.task_pages(project["id"], fields="task_only")
+             for t in page if "key" in (t.get("data") or {}) for it in task_items(t["data"])]
+    tastes = Tastes(items, people, n, seed, kind, keep_share)
     t0 = time.monotonic()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: _submit(client, clients[job[1]["persona"]],
-                                          accounts[job[1]["persona"]]["id"], *job), jobs))
+    with ThreadPoolExecutor(len(people)) as pool:
+        work = list(pool.map(lambda i: _work_queue(client, client.as_user(accounts[i]["token"]),
+                                                   accounts[i]["id"], i, project["id"], tastes),
+                             range(len(people))))
     seconds = time.monotonic() - t0
-    votes = [a for plan_ in answers.values() for a in plan_]
+    votes = [v for done in work for v in done]
     summary = {
         "simulated": True,
         "note": "SIMULATION: seeded synthetic annotators, not human judgements",
-        "pass": n, "seed": seed, "project_id": project["id"], "tasks": len(tasks),
-        "annotations_submitted": len(jobs), "annotations_planned": len(votes),
+        "pass": n, "seed": seed, "project_id": project["id"], "images": len(items),
+        "annotations_submitted": len(votes), "via": "Label Studio task queue (/api/projects/ID/next)",
+        "annotations_per_annotator": {people[i].email: len(done) for i, done in enumerate(work)},
         "seconds": round(seconds, 2),
         "personas": [asdict(person) for person in people],
-        "keep_votes": sum(a["keep"] for a in votes),
+        "keep_votes": sum(sum(v) for v in votes), "image_votes": sum(len(v) for v in votes),
     }
     write_json_atomic(summary, RunDir.of(run).review(p.name) / "simulation.json")
-    echo(f"SIMULATION: submitted {len(jobs)} annotation(s) on {len(tasks)} task(s) in {seconds:.1f}s "
-         f"({summary['keep_votes']} keep votes of {len(votes)})")
+    echo(f"SIMULATION: submitted {len(votes)} annotation(s) through the queue in {seconds:.1f}s "
+         f"({summary['keep_votes']} keep votes of {summary['image_votes']} image votes)")
     return summary
+
+
+def _work_queue(admin: Client, user: Client, user_id: int, i: int, project_id: int,
+                tastes: Tastes) -> list[list[bool]]:
+    """One simulated annotator's session: next task, answer, submit, until the queue is empty.
+    Returns the keep votes of each annotation submitted."""
+    done = []
+    while True:
+        try:
+            task = user.get(f"/api/projects/{project_id}/next")
+        except LabelStudioError as err:
+            if "HTTP 404" in str(err):  # "There are no tasks for <user>"
+                return done
+            raise
+        answer = tastes.answer(i, task["data"])
+        _submit(admin, user, user_id, task["id"], answer)
+        done.append(answer["keeps"])
 
 
 def _submit(admin: Client, user: Client, user_id: int, task_id: int, answer: dict) -> None:

@@ -6,7 +6,8 @@ Used by the review passes (`annotation.push`) and the base-vs-tuned A/B review
 died after its commit), so before it is resent it is checked against the keys the project holds,
 and only the missing tasks go again, after an exponential backoff taken from `[review]`.
 
-The key -> task id map is the server's; an optional local `Ledger` saves listing a large project
+A task holds one item (`data[key_field]`) or, for a grid task, several (`data["keys"]`); the
+item key -> task id map is the server's; an optional local `Ledger` saves listing a large project
 on every push, and is trusted only while provably in step with the server (see `ledger.py`).
 """
 from __future__ import annotations
@@ -47,13 +48,23 @@ class ImportResult:
     retries: int = 0
 
 
+GRID_KEYS = "keys"  # task data field listing the items of a grid task, in slot order
+
+
+def task_keys(data: dict, key_field: str = "key") -> list[str]:
+    """The item keys a task holds: its grid's keys, else its one key (none without one)."""
+    if isinstance(data.get(GRID_KEYS), list):
+        return [str(k) for k in data[GRID_KEYS]]
+    return [str(data[key_field])] if data.get(key_field) is not None else []
+
+
 def server_keys(client: Client, project_id: int, key_field: str = "key") -> dict[str, int]:
-    """key -> task id for every task in the project (the first task of a key wins)."""
+    """item key -> task id for every task in the project (the first task of a key wins)."""
     out: dict[str, int] = {}
-    for task in client.tasks(project_id, fields="task_only"):
-        key = (task.get("data") or {}).get(key_field)
-        if key is not None:
-            out.setdefault(str(key), task["id"])
+    for page in client.task_pages(project_id, fields="task_only"):
+        for task in page:
+            for key in task_keys(task.get("data") or {}, key_field):
+                out.setdefault(key, task["id"])
     return out
 
 
@@ -143,19 +154,19 @@ class TaskSet:
         return Ledger(self.ledger_dir, self.project_id) if self.ledger_dir is not None else None
 
     def known_keys(self) -> dict[str, int]:
-        """key -> task id of the project: the local ledger when it is in step with the server
+        """item key -> task id of the project: the local ledger when it is in step with the server
         (same task count, no batch in flight), else read from the server (ledger rebuilt)."""
         ledger = self._ledger()
         local = ledger.read() if ledger else None
-        if local is not None and self.client.project(self.project_id).get("task_number") == len(local):
+        if local is not None and self.client.project(self.project_id).get("task_number") == len(set(local.values())):
             return local
         mapping = server_keys(self.client, self.project_id, self.key_field)
         if ledger:
             ledger.rebuild(mapping)
         return mapping
 
-    def _key(self, task: dict) -> str:
-        return str(task["data"][self.key_field])
+    def _keys(self, task: dict) -> list[str]:
+        return task_keys(task["data"], self.key_field)
 
     def import_tasks(self, tasks: list[dict], echo: Callable[[str], None] = lambda m: None,
                      progress: Callable[[int, int], None] | None = None) -> ImportResult:
@@ -172,9 +183,9 @@ class TaskSet:
         ledger = self._ledger()
         attempt = 0
         while batch:
-            keys = [self._key(t) for t in batch]
+            keys = [self._keys(t) for t in batch]
             if ledger:
-                ledger.begin(keys)
+                ledger.begin(sum(map(len, keys)))
             try:
                 resp = self.client.request("POST", f"/api/projects/{self.project_id}/import", retry=False,
                                            params={"return_task_ids": "true"}, json=batch)
@@ -189,12 +200,13 @@ class TaskSet:
                 self.sleep(delay)
                 landed = self.known_keys()  # a pending ledger marker: read from the server
                 before = len(batch)
-                batch = [t for t in batch if self._key(t) not in landed]
+                # A task's items land together: its first key tells.
+                batch = [t for t in batch if self._keys(t)[0] not in landed]
                 result.imported += before - len(batch)
                 continue
             ids = (resp or {}).get("task_ids") or []
             if ledger and len(ids) == len(keys):
-                ledger.commit(keys, ids)
+                ledger.commit([k for ks in keys for k in ks], [i for ks, i in zip(keys, ids) for _ in ks])
             elif ledger:  # no ids back (older servers): leave the marker, the next read lists the server
                 echo("import returned no task ids; the ledger will be rebuilt from the server")
             result.imported += len(batch)

@@ -114,6 +114,14 @@ def annotator_store(ls_config: ReviewConfig):
     return AnnotatorStore(Path(ls_config.data_dir) / "annotators.json")
 
 
+def submit_grid(client: Client, token: str, task_id: int, keeps: list[bool], lead_time: float = 8.0) -> dict:
+    """One grid annotation through the API: the keep toggles of the slots kept are ticked."""
+    result = [{"from_name": f"keep_{slot}", "to_name": f"image_{slot}", "type": "choices",
+               "value": {"choices": ["keep"]}} for slot, keep in enumerate(keeps) if keep]
+    return client.as_user(token).post(f"/api/tasks/{task_id}/annotations/",
+                                      json={"result": result, "lead_time": lead_time})
+
+
 def submit(client: Client, token: str, task_id: int, keep: bool, ratings: dict | None = None,
            lead_time: float = 2.0) -> dict:
     """One annotation through the API as the user owning `token`."""

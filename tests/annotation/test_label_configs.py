@@ -10,9 +10,19 @@ from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig
 
 
 def test_builtin_label_configs_and_what_they_ask():
-    keep, rate = (label_config(p) for p in ReviewConfig().passes)
-    assert not has_ratings(keep) and has_ratings(rate)
-    assert instructions(keep).startswith("Press K to keep") and "Composition" in instructions(rate)
+    grid, rate = (label_config(p) for p in ReviewConfig().passes)
+    assert not has_ratings(grid) and has_ratings(rate)
+    assert instructions(grid).startswith("Tick KEEP") and "Composition" in instructions(rate)
+    assert '<Repeater on="$images"' in grid and 'name="keep_{{idx}}"' in grid  # pass 1: a grid
+    one = label_config(PassConfig(name="pass1", label_config="keep", grid_size=1))
+    assert instructions(one).startswith("Press K to keep") and "Repeater" not in one
+
+
+def test_grid_size_defaults_and_limits():
+    first, second = ReviewConfig().passes
+    assert (first.grid_size, second.grid_size) == (16, 1)
+    with pytest.raises(ValueError, match="grid_size: a grid .* takes keep toggles only"):
+        ReviewConfig(passes=[{"name": "pass1", "label_config": "rate", "grid_size": 9}])
 
 
 def test_custom_label_config_file(tmp_path):

@@ -14,7 +14,7 @@ from photogenic.annotation.progress import eta_seconds
 from photogenic.annotation.pull import decide, decisions_table, parse_annotation
 from photogenic.annotation.push import PushError, build_task, load_gold, score_percentiles
 from photogenic.annotation.quality import cohen_kappa, fleiss_kappa, krippendorff_alpha, summarise
-from photogenic.annotation.simulate import personas, plan
+from photogenic.annotation.simulate import Tastes, personas, task_items
 from photogenic.pipeline.core.config import defaults_toml, parse_config
 
 
@@ -144,18 +144,21 @@ def test_review_eta_from_recent_rate():
     assert eta_seconds(created[:1], remaining=5, now=now) == (None, None)
 
 
-def test_review_simulation_plan_is_seeded_and_respects_overlap():
-    tasks = [{"id": i, "overlap": 3 if i < 10 else 1,
-              "data": {"key": f"k{i}", "aesthetic_score": float(i % 17), "engagement": (i * 7) % 11 / 10}}
+def test_review_simulated_answers_are_seeded_per_annotator_and_image_single_and_grid():
+    items = [{"key": f"k{i}", "aesthetic_score": float(i % 17), "engagement": (i * 7) % 11 / 10}
              for i in range(400)]
     people = personas(1, 3, seed=5)
     assert len({p.email for p in people}) == 3
-    a, b = plan(tasks, people, 1, seed=5), plan(tasks, people, 1, seed=5)
-    assert a == b
-    assert all(len(a[i]) == 3 and len({x["persona"] for x in a[i]}) == 3 for i in range(10))
-    assert all(len(a[i]) == 1 for i in range(10, 400))
-    keep_share = sum(x["keep"] for v in a.values() for x in v) / sum(len(v) for v in a.values())
+    a, b = Tastes(items, people, 1, seed=5), Tastes(list(reversed(items)), people, 1, seed=5)
+    single = [a.answer(i, it) for i in range(3) for it in items]
+    assert single == [b.answer(i, it) for i in range(3) for it in items]  # order of images is irrelevant
+    keep_share = sum(x["keeps"][0] for x in single) / len(single)
     assert 0.03 < keep_share < 0.25  # aimed at roughly 1/10
+    grid = {"key": "grid-x", "keys": [it["key"] for it in items[:16]], "images": items[:16]}
+    answer = a.answer(0, grid)
+    assert answer["keeps"] == [a.answer(0, it)["keeps"][0] for it in items[:16]]  # same taste per image
+    assert {r["from_name"] for r in answer["result"]} == {f"keep_{s}" for s, k in enumerate(answer["keeps"]) if k}
+    assert task_items(grid) == items[:16] and task_items(items[0]) == [items[0]]
 
 
 def test_review_config_section_round_trips():
@@ -173,7 +176,7 @@ def test_review_ledger_is_trusted_only_when_no_batch_was_in_flight(tmp_path):
     ledger = Ledger(tmp_path / "ledger", project_id=7)
     assert ledger.read() is None  # never synced with the server
     ledger.rebuild({"a": 1})
-    ledger.begin(["b", "c"])
+    ledger.begin(2)
     assert ledger.read() is None  # a batch may or may not have landed: ask the server
     ledger.commit(["b", "c"], [2, 3])
     assert ledger.read() == {"a": 1, "b": 2, "c": 3}

@@ -108,7 +108,7 @@ def test_pull_writes_one_decision_per_pushed_key_like_the_local_run(reviewed):
     # the ledger on the bucket is trusted on a re-push: nothing new imported
     proc = run_cli("review", "push", "--run", reviewed["run"], "--pass", "1", "--limit", str(LIMIT),
                    "--config", reviewed["local"].parent / "review.toml", env=reviewed["env"])
-    assert "0 new task(s) imported" in proc.stdout
+    assert "0 new image(s) imported" in proc.stdout
     reviewed["outputs"].append(proc)
     status = run_cli("review", "status", "--run", reviewed["run"], "--json",
                      "--config", reviewed["local"].parent / "review.toml", env=reviewed["env"])

@@ -21,6 +21,7 @@ BUILTIN_LABEL_CONFIGS = ("keep", "rate")
 # A pass name is a folder (RUN/review/NAME) and part of SQL view names in the report.
 PASS_NAME = r"^[a-z][a-z0-9_]{0,31}$"
 RESERVED_NAMES = (CANDIDATES, "media", "run_id")
+DEFAULT_GRID = 16  # images per pass-1 task: 4 x 4 thumbnails, judged at a glance
 _NUMBERED = re.compile(r"^pass(\d+)$")
 
 
@@ -34,6 +35,9 @@ class PassConfig(Section):
     # "keep" (keep/drop), "rate" (keep/drop + five 1-5 ratings) or a path to a Label Studio XML
     # with the same control names. None: "keep" for the first pass, "rate" for later ones.
     label_config: str | None = None
+    # Images per task: > 1 shows a grid (triage: each image has its own keep toggle; decisions,
+    # overlap, gold and the rule stay per image). None: 16 for the first pass, 1 for later ones.
+    grid_size: int | None = Field(None, ge=1, le=64)
     # Who answers: names the simulated annotators (sim-GROUP-N). None: "generalist" for the
     # first pass, "specialist" for later ones.
     annotator_group: str | None = Field(None, pattern=PASS_NAME)
@@ -154,6 +158,12 @@ class ReviewConfig(Section):
                                  f"label config ({', '.join(BUILTIN_LABEL_CONFIGS)}) nor an .xml file")
             if p.annotator_group is None:
                 p.annotator_group = "generalist" if not seen else "specialist"
+            if p.grid_size is None:
+                p.grid_size = DEFAULT_GRID if not seen and p.label_config == "keep" else 1
+            if p.grid_size > 1 and p.label_config == "rate":
+                raise ValueError(f"{where}.grid_size: a grid ({p.grid_size} images per task) takes "
+                                 "keep toggles only; the \"rate\" label config rates one image per "
+                                 "task (grid_size = 1)")
             seen.append(p.name)
         return self
 
