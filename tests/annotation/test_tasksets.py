@@ -46,6 +46,9 @@ class FakeLabelStudio:
     def tasks(self, pid: int, fields: str = "all", **kw) -> list[dict]:
         return [dict(t) for t in self.tasks_[pid]]
 
+    def task_pages(self, pid: int, fields: str = "all", **kw):
+        yield self.tasks(pid, fields)
+
     def request(self, method: str, path: str, retry: bool = True, **kw):
         assert method == "POST" and path.endswith("/import") and retry is False
         pid = int(path.split("/")[3])
