@@ -71,13 +71,15 @@ def test_push_serves_images_from_the_bucket_through_presigned_urls(reviewed, ls_
 
     tasks = requests.get(f"{ls_server.url}/api/tasks/", params={"project": push["project_id"],
                          "fields": "all", "page_size": 100}, headers=headers, timeout=30).json()["tasks"]
-    assert len(tasks) == LIMIT
+    assert len(tasks) == 1 and len(tasks[0]["data"]["images"]) == LIMIT  # pass 1: one grid of 12
     task = tasks[0]
     raw = requests.get(f"{ls_server.url}/api/tasks/{task['id']}/", params={"resolve_uri": "false"},
-                       headers=headers, timeout=30).json()["data"]["image"]
+                       headers=headers, timeout=30).json()["data"]["images"][0]["url"]
     assert raw.startswith("s3://photogenic-test/runs/cheap/review/media/") and raw.endswith(".jpg")
-    # What the browser is given for the image: the task's resolve endpoint (or the URL itself).
-    shown = task["data"]["image"]
+    # What the browser is given for the image (nested in the grid's list): the task's resolve
+    # endpoint, never the bare s3:// URL.
+    shown = task["data"]["images"][0]["url"]
+    assert not shown.startswith("s3://")
     fileuri = base64.urlsafe_b64encode(raw.encode()).decode()
     resolve = (f"{ls_server.url}{shown}" if shown.startswith("/tasks/")
                else f"{ls_server.url}/tasks/{task['id']}/resolve/?fileuri={fileuri}")
