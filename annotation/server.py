@@ -392,12 +392,26 @@ def _stop_label_studio(ddir: Path, timeout: float) -> bool:
     if proc is None:
         return False
     proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except psutil.TimeoutExpired:
+    if not _ended(proc, timeout):
         proc.kill()
-        proc.wait(10)
+        _ended(proc, 10)
     return True
+
+
+def _ended(proc: psutil.Process, timeout: float) -> bool:
+    """Wait until it exits; a zombie counts (its parent, maybe another process, reaps it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                return True
+            proc.wait(0.2)
+            return True
+        except psutil.TimeoutExpired:
+            continue
+        except psutil.NoSuchProcess:
+            return True
+    return False
 
 
 def kill(config: ReviewConfig) -> None:
