@@ -3,12 +3,15 @@
 Label Studio has no migration between databases of its own, so this is Django's: stop the server,
 `dumpdata` the current database (with natural foreign keys, so content types and permissions
 match up by name; primary keys are kept, so user, project and task ids stay the same), create
-the other one's tables with `migrate`, `loaddata` the dump into it, then start on it. Both run
+the other one's tables with `migrate`, `loaddata` the dump into it, check that a dump of it
+holds as many objects of each model, then start on it. Both run
 through Label Studio's own settings, in its own virtualenv. Left out of the dump: what
 `migrate` creates itself (content types, permissions, Label Studio's async-migration records),
 login sessions (everyone logs in again) and django_rq's table-less queue model.
 
-While loading, pre_save/post_save receivers do not run for fixture rows (Django passes
+Some of Label Studio's models (the local-files storages among them) are registered only when
+its URLs are imported (`manage.py` does it through its system checks), so the commands run after
+importing them. While loading, pre_save/post_save receivers do not run for fixture rows (Django passes
 `raw=True` for them; Label Studio's receivers do not look at it and would, for example, give
 every loaded user a second API token). The old database is kept; the data dir remembers the new
 one.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import json
+from collections import Counter
 import shutil
 import subprocess
 import tempfile
@@ -30,14 +34,17 @@ from photogenic.pipeline.core.config.review import ReviewConfig
 
 EXCLUDE = ("contenttypes", "auth.Permission", "sessions", "django_rq", "core.AsyncMigrationStatus")
 
-# Runs in Label Studio's virtualenv: argv[1] its package folder, argv[2:] a manage.py command.
+# Runs in Label Studio's virtualenv with its package folder on PYTHONPATH (as its manage.py
+# runs); argv[1:] a management command.
 MANAGE = """
 import os, sys
-sys.path.insert(0, sys.argv[1])
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings.label_studio")
 import django
 django.setup()
 from django.core.management import call_command
+from django.urls import get_resolver
+
+get_resolver().url_patterns  # imports every view, so every model is registered as in the server
 from django.db.models import signals
 
 def quiet_for_fixtures(signal):
@@ -46,7 +53,7 @@ def quiet_for_fixtures(signal):
 
 quiet_for_fixtures(signals.pre_save)
 quiet_for_fixtures(signals.post_save)
-call_command(*sys.argv[2:])
+call_command(*sys.argv[1:])
 """
 
 
@@ -98,17 +105,28 @@ def _move(config: ReviewConfig, ddir: Path, source: str, target: str, dump: Path
     env = server.label_studio_env(config, ddir)
     source_env, _ = server.start_database(config, ddir, source, echo)
     echo(f"dumping the {source} database")
-    _manage(config, ddir, {**env, **source_env}, "dumpdata", "--natural-foreign",
-            *[f"--exclude={name}" for name in EXCLUDE], "-o", str(dump))
-    n_objects = len(json.loads(dump.read_text()))
+    dumped = _dump(config, ddir, {**env, **source_env}, dump)
     server.stop(config)  # PostgreSQL, when it was the source
     target_env, _ = server.start_database(config, ddir, target, echo)
     _check_target_empty(config, ddir, target)
     echo(f"creating Label Studio's tables in {target} (Django migrate; a minute or two)")
     _manage(config, ddir, {**env, **target_env}, "migrate", "--no-color", "-v", "0")
-    echo(f"loading {n_objects} objects into {target}")
+    echo(f"loading {sum(dumped.values())} objects into {target}")
     _manage(config, ddir, {**env, **target_env}, "loaddata", str(dump))
-    return n_objects
+    loaded = _dump(config, ddir, {**env, **target_env}, dump.with_name("check.json"))
+    if loaded != dumped:
+        diff = {m: (dumped.get(m, 0), loaded.get(m, 0)) for m in dumped.keys() | loaded.keys()
+                if dumped.get(m, 0) != loaded.get(m, 0)}
+        raise ServerError(f"the {target} database does not hold what was dumped (model: dumped, loaded): "
+                          f"{diff}; the {source} database is unchanged and still the one used")
+    return sum(dumped.values())
+
+
+def _dump(config: ReviewConfig, ddir: Path, env: dict, out: Path) -> Counter:
+    """dumpdata into `out`; objects per model."""
+    _manage(config, ddir, env, "dumpdata", "--natural-foreign", *[f"--exclude={name}" for name in EXCLUDE],
+            "-o", str(out))
+    return Counter(obj["model"] for obj in json.loads(out.read_text()))
 
 
 def _check_target_empty(config: ReviewConfig, ddir: Path, target: str) -> None:
@@ -129,7 +147,8 @@ def _manage(config: ReviewConfig, ddir: Path, env: dict, *args: str) -> None:
     found = glob.glob(str(venv / "lib" / "python*" / "site-packages" / "label_studio" / "manage.py"))
     if not found:
         raise ServerError(f"Label Studio's manage.py is not in {venv}")
-    cmd = [str(venv / "bin" / "python"), "-c", MANAGE, str(Path(found[0]).parent), *args]
+    cmd = [str(venv / "bin" / "python"), "-c", MANAGE, *args]
+    env = {**env, "PYTHONPATH": str(Path(found[0]).parent)}
     proc = subprocess.run(cmd, env=env, cwd=str(ddir), capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     if proc.returncode != 0:

@@ -133,6 +133,12 @@ def test_review_server_on_postgres_push_pull_status_and_stop(pg_config, tmp_path
     assert stopped.returncode == 3 and "PostgreSQL, not running" in stopped.stdout
 
 
+def _storages(client: Client, projects: list[tuple]) -> dict:
+    """Each project's local-files import storages: (id, path)."""
+    return {pid: sorted((s["id"], s["path"]) for s in client.get("/api/storages/localfiles", params={"project": pid}))
+            for pid, _, _ in projects}
+
+
 def test_review_server_migrate_db_moves_a_sqlite_server_to_postgres(pg_config, tmp_path):
     ddir = Path(pg_config.data_dir)
     conn = server.start(pg_config)  # SQLite, the default
@@ -145,6 +151,8 @@ def test_review_server_migrate_db_moves_a_sqlite_server_to_postgres(pg_config, t
     store = AnnotatorStore(tmp_path / "annotators.json")
     annotator = store.ensure(client, "moved-annotator@photogenic.local")
     before = [(p["id"], p["title"], p["task_number"]) for p in client.projects()]
+    storages = _storages(client, before)
+    assert storages and all(storages.values())  # push gave the project a local-files storage
     task_ids = sorted(t["id"] for t in client.tasks(before[0][0], fields="task_only"))
     assert before and len(task_ids) >= 1
 
@@ -154,6 +162,7 @@ def test_review_server_migrate_db_moves_a_sqlite_server_to_postgres(pg_config, t
     assert st["running"] and st["db"] == "postgres" and st["database"]["running"]
     assert [(p["id"], p["title"], p["task_number"]) for p in client.projects()] == before
     assert sorted(t["id"] for t in client.tasks(before[0][0], fields="task_only")) == task_ids
+    assert _storages(client, before) == storages
     assert int(_sql(pg_config, "SELECT count(*) FROM task")) == len(task_ids)
     # Users and their API tokens moved (the annotator's own token works), and new rows get new
     # ids (the sequences were reset after the load).
