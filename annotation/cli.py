@@ -99,15 +99,23 @@ def _with_server_options(fn):
 
 @server_group.command("start")
 @_with_server_options
-def server_start(config_path, port, data_dir) -> None:
+@click.option("--db", type=click.Choice(["sqlite", "postgres"]),
+              help="Database: sqlite (a file), or postgres (a PostgreSQL server this project runs; "
+                   "for ~10-100K tasks and more). Default: [review] db, else the one this data dir "
+                   "last ran on, else sqlite.")
+def server_start(config_path, port, data_dir, db) -> None:
     """Install (once) and start Label Studio; creates the admin and API token without prompts."""
     config = _server_config(config_path, port, data_dir)
+    if db is not None:
+        config.db = db
     try:
         conn = server.start(config, echo=lambda m: err_console.print(m))
     except server.ServerError as err:
         _fail(err)
     ddir = server.data_dir(config).resolve()
-    console.print(f"Label Studio is running at [bold]{conn.url}[/] (pid {server.status(config)['pid']})")
+    st = server.status(config)
+    console.print(f"Label Studio is running at [bold]{conn.url}[/] (pid {st['pid']})")
+    console.print(f"  database: {server.describe_database(st)}")
     console.print(f"  log in as {conn.admin_email}; the password and API token are in "
                   f"{ddir / server.SECRETS_FILE} (mode 0600)")
     console.print("  stop it with: photogenic review server stop"
@@ -118,9 +126,13 @@ def server_start(config_path, port, data_dir) -> None:
 @server_group.command("stop")
 @_with_server_options
 def server_stop(config_path, port, data_dir) -> None:
-    """Stop the Label Studio this project started (only its recorded PID)."""
+    """Stop the Label Studio this project started (only its recorded PID), then its PostgreSQL."""
     config = _server_config(config_path, port, data_dir)
-    if server.stop(config):
+    try:
+        stopped = server.stop(config)
+    except server.ServerError as err:
+        _fail(err)
+    if stopped:
         console.print("Label Studio stopped")
     else:
         console.print("no Label Studio started by photogenic is running")
@@ -129,14 +141,35 @@ def server_stop(config_path, port, data_dir) -> None:
 @server_group.command("status")
 @_with_server_options
 def server_status(config_path, port, data_dir) -> None:
-    """Whether the local Label Studio runs and answers."""
+    """Whether the local Label Studio runs and answers, and which database it uses."""
     config = _server_config(config_path, port, data_dir)
     st = server.status(config)
     if st["running"]:
         console.print(f"running: pid {st['pid']} at {st['url']} (healthy: {st['healthy']})")
+        console.print(f"database: {server.describe_database(st)}")
     else:
         console.print(f"not running (data dir {st['data_dir']})")
+        console.print(f"database (next start): {server.describe_database(st)}")
         sys.exit(3)
+
+
+@server_group.command("migrate-db")
+@_with_server_options
+@click.option("--to", "target", type=click.Choice(["sqlite", "postgres"]), required=True,
+              help="The database to move this data dir's Label Studio to.")
+def server_migrate_db(config_path, port, data_dir, target) -> None:
+    """Move the Label Studio data (users, tokens, projects, tasks, annotations) to another
+    database: stop, dump (Django dumpdata), migrate and load into the new one, start on it."""
+    from photogenic.annotation import migrate_db
+
+    config = _server_config(config_path, port, data_dir)
+    try:
+        moved = migrate_db.migrate(config, target, echo=lambda m: err_console.print(m))
+    except server.ServerError as err:
+        _fail(err)
+    console.print(f"moved {moved.n_objects} Label Studio objects from {moved.source} to {moved.target}")
+    console.print(f"  database: {server.describe_database(server.status(config))}")
+    console.print(f"  the old database is kept: {moved.kept}; remove it once you have checked the move")
 
 
 # --- push / pull -----------------------------------------------------------------------------

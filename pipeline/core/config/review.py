@@ -84,6 +84,10 @@ class ReviewConfig(Section):
     label_studio_version: str = "1.23.2"
     admin_email: str = "admin@photogenic.local"
     start_timeout_s: float = 600.0  # first start runs migrations; slow on a loaded 2-core box
+    # The local server's database: "sqlite" (a file in the data dir) or "postgres" (a PostgreSQL
+    # server this project runs, data in DATA_DIR/postgres; for ~10-100K tasks and more).
+    # `review server start --db` overrides it; unset, a data dir keeps the one it last ran on.
+    db: Literal["sqlite", "postgres"] = "sqlite"
     # Images are materialised once under RUN/review/media and served by local-files storage.
     media_max_side: int = Field(1024, ge=64)
     # Folder Label Studio serves local files from; run media folders are linked into it.
