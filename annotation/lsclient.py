@@ -1,11 +1,13 @@
 """A small Label Studio REST client: legacy tokens and personal access tokens, retries, backoff.
 
-Plain `requests` against the documented REST API rather than label-studio-sdk (2.x): the SDK
-does retry (connection errors and 408/409/429/5xx, honouring Retry-After) and refreshes
-personal access tokens, but it retries every method alike, POSTs included, so an import whose
-reply was lost can be sent twice; push needs to decide itself what is safe to resend (an import
-that may have landed is re-checked, never blindly resent). bench/ls_client.py measures the two
-side by side (bench/results/ls_client.json; README, "Why not label-studio-sdk").
+Plain `requests` against the documented REST API rather than label-studio-sdk. The SDK 2.x does
+retry (connection errors and 408/409/429/5xx, honouring Retry-After) and refreshes personal
+access tokens, but by default it retries every method alike, POSTs included, so an import whose
+reply was lost is sent twice unless each call passes request_options={"max_retries": 0}; it
+also listed 20,000 tasks 1.2-1.4x slower with 2.6x the memory growth and pinned 37 packages
+nothing else needs (bench/ls_client.py -> bench/results/ls_client.json; README, "Why not
+label-studio-sdk"). Push decides itself what is safe to resend: an import that may have landed
+is re-checked, never blindly resent (it is sent with retry=False).
 
 Authentication: a legacy token (40 hex characters, `Authorization: Token ...`) or a personal
 access token (PAT, a JWT refresh token: exchanged at /api/token/refresh/ for a short-lived
