@@ -43,6 +43,7 @@ bench: setup sample-pool
 	$(BIN)/python -m bench.filters
 	$(BIN)/python -m bench.selection
 	$(BIN)/python -m bench.review
+	$(BIN)/python -m bench.ls_client
 	$(BIN)/python -m bench.train
 
 label-studio: setup

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from photogenic.annotation.lsclient import Client, LabelStudioError
+from photogenic.annotation.lsclient import Client, LabelStudioError, Unavailable
 
 
 def invite_url(client: Client) -> str:
@@ -57,9 +57,13 @@ def _user_token(client: Client, session: requests.Session) -> tuple[str, int]:
 def _token_works(client: Client, token: str | None) -> bool:
     if not token:
         return False
-    resp = requests.get(f"{client.url}/api/current-user/whoami",
-                        headers={"Authorization": f"Token {token}"}, timeout=60)
-    return resp.status_code == 200
+    try:  # the client sends a legacy token or a PAT alike
+        client.as_user(token).get("/api/current-user/whoami", retry=False)
+    except Unavailable:
+        raise
+    except LabelStudioError:
+        return False
+    return True
 
 
 class AnnotatorStore:

@@ -23,7 +23,7 @@ LINEAGE = "lineage.json"
 UNHASHED = (LINEAGE, SUCCESS, SUMMARY)
 VERSIONED_PACKAGES = ("photogenic", "pyarrow", "duckdb", "pyspark", "webdataset", "datasets",
                       "pillow", "open_clip_torch", "torch", "nudenet", "rapidocr_onnxruntime",
-                      "onnxruntime", "label-studio-sdk", "diffusers")
+                      "onnxruntime", "requests", "diffusers")
 
 
 def sha256_file(path: Path) -> str:
