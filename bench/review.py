@@ -122,7 +122,7 @@ def main() -> None:
                                             "--config", str(cfg_path)])
         quality = json.loads((run / "review" / "pass1" / "quality.json").read_text())
         out["pull_incremental"]["tasks_fetched"] = quality["pull"]["tasks_fetched"]
-        assert quality["n_annotations"] == out["annotation_rows"] + args.api_annotations * args.grid
+        assert quality["n_annotations"] == out["annotation_rows"] + out["api_annotations"]["image_rows"]
 
         peak = max(out[s]["peak_rss_mib"] for s in ("push", "pull_first", "pull_incremental")) / 1024
         out["acceptance"] = {
@@ -237,7 +237,10 @@ def _api_annotations(client: Client, config, project_id: int, n: int) -> dict:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda task: user.post(f"/api/tasks/{task['id']}/annotations/", json={
             "result": [], "lead_time": 10.0}), page[:n]))
-    return {"annotations": n, "per_s_4_threads": round(n / (time.perf_counter() - t), 1)}
+    seconds = time.perf_counter() - t
+    page = page[:n]
+    return {"annotations": len(page), "image_rows": sum(len(task["data"]["keys"]) for task in page),
+            "per_s_4_threads": round(len(page) / seconds, 1)}
 
 
 if __name__ == "__main__":
