@@ -30,6 +30,7 @@ SCORE_COLUMNS = ("aesthetic_score", "clip_score", "engagement")
 TARGET_KEEP = {"keep": 0.055, "rate": 0.16}
 MEAN_SECONDS = {"keep": 3.0, "rate": 25.0}
 GRID_SECONDS_PER_IMAGE = 1.2  # a grid is judged at a glance, faster than one image a page
+QUEUE_SETTLE_TRIES = 20  # 404s in a row, while tasks still want this annotator, before giving up (~35 s)
 
 
 SIMULATED_EMAIL = re.compile(r"^sim-[a-z][a-z0-9_]*-\d+@photogenic\.local$")
@@ -37,6 +38,11 @@ SIMULATED_EMAIL = re.compile(r"^sim-[a-z][a-z0-9_]*-\d+@photogenic\.local$")
 
 def is_simulated_annotator(email: str) -> bool:
     return bool(SIMULATED_EMAIL.match(email or ""))
+
+
+def simulated_email(group: str, i: int) -> str:
+    """The account of simulated annotator i (0-based) of `group`: sim-GROUP-(i+1)@photogenic.local."""
+    return f"sim-{group}-{i + 1}@photogenic.local"
 
 
 class SimulationError(RuntimeError):
@@ -58,7 +64,7 @@ def personas(n: int, k: int, seed: int, group: str = "generalist") -> list[Perso
     for i in range(k):
         rng = np.random.default_rng([seed, n, i])
         out.append(Persona(
-            email=f"sim-{group}-{i + 1}@photogenic.local",
+            email=simulated_email(group, i),
             weights=[float(w) for w in rng.dirichlet([2.0] * len(SCORE_COLUMNS))],
             noise=float(rng.uniform(0.3, 0.7)),
             error_rate=float(rng.uniform(0.02, 0.08)),
@@ -155,20 +161,17 @@ def simulate(run: Path, ref: str | int, client: Client, config: ReviewConfig, an
         raise SimulationError(f"no {label} project for {run}; push it first")
     kind = "rate" if has_ratings(label_config(p)) else "keep"
     people = personas(n, annotators, seed, p.annotator_group)
-    store = store or AnnotatorStore(data_dir(config) / "annotators.json")
-    accounts = [store.ensure(client, person.email) for person in people]
+    accounts = sign_up(client, [person.email for person in people],
+                       store or AnnotatorStore(data_dir(config) / "annotators.json"))
     echo(f"SIMULATION: {annotators} simulated {p.annotator_group} annotators "
          f"(seed {seed}) answer {label} through Label Studio's task queue; these are not human judgements")
     items = [it for page in client.task_pages(project["id"], fields="task_only")
              for t in page if "key" in (t.get("data") or {}) for it in task_items(t["data"])]
     tastes = Tastes(items, people, n, seed, kind, keep_share)
     t0 = time.monotonic()
-    with ThreadPoolExecutor(len(people)) as pool:
-        work = list(pool.map(lambda i: _work_queue(client, client.as_user(accounts[i]["token"]),
-                                                   accounts[i]["id"], i, project["id"], tastes),
-                             range(len(people))))
+    work = work_queues(client, accounts, project["id"], lambda i, task: tastes.answer(i, task["data"]))
     seconds = time.monotonic() - t0
-    votes = [v for done in work for v in done]
+    votes = [answer["keeps"] for done in work for answer in done]
     summary = {
         "simulated": True,
         "note": "SIMULATION: seeded synthetic annotators, not human judgements",
@@ -185,21 +188,60 @@ def simulate(run: Path, ref: str | int, client: Client, config: ReviewConfig, an
     return summary
 
 
-def _work_queue(admin: Client, user: Client, user_id: int, i: int, project_id: int,
-                tastes: Tastes) -> list[list[bool]]:
+def sign_up(client: Client, emails: list[str], store: AnnotatorStore) -> list[dict]:
+    """{email, id, token} per simulated annotator: real Label Studio users, signed up once."""
+    return [store.ensure(client, email) for email in emails]
+
+
+def work_queues(client: Client, accounts: list[dict], project_id: int,
+                answer: Callable[[int, dict], dict]) -> list[list[dict]]:
+    """Every account works the project's queue at once, each in its own thread; `answer(i, task)`
+    is account i's annotation of a task ({"result", "lead_time", ...}). Returns the answers
+    submitted, per account."""
+    if not accounts:
+        return []
+    with ThreadPoolExecutor(len(accounts)) as pool:
+        return list(pool.map(lambda i: work_queue(client, client.as_user(accounts[i]["token"]), accounts[i]["id"],
+                                                  project_id, lambda task: answer(i, task)),
+                             range(len(accounts))))
+
+
+def work_queue(admin: Client, user: Client, user_id: int, project_id: int,
+               answer: Callable[[dict], dict]) -> list[dict]:
     """One simulated annotator's session: next task, answer, submit, until the queue is empty.
-    Returns the keep votes of each annotation submitted."""
-    done = []
+    Returns the answers submitted."""
+    done, idle = [], 0
     while True:
         try:
             task = user.get(f"/api/projects/{project_id}/next")
         except LabelStudioError as err:
-            if "HTTP 404" in str(err):  # "There are no tasks for <user>"
+            if "HTTP 404" not in str(err):  # 404: "There are no tasks for <user>"
+                raise
+            if idle >= QUEUE_SETTLE_TRIES or not _still_open(admin, project_id, user_id):
                 return done
-            raise
-        answer = tastes.answer(i, task["data"])
-        _submit(admin, user, user_id, task["id"], answer)
-        done.append(answer["keeps"])
+            idle += 1  # a colleague's submission is half done: ask again in a moment
+            time.sleep(min(2.0, 0.25 * idle))
+            continue
+        idle = 0
+        given = answer(task)
+        _submit(admin, user, user_id, task["id"], given)
+        done.append(given)
+
+
+def _still_open(admin: Client, project_id: int, user_id: int) -> bool:
+    """Whether a task still wants an answer this user has not given. Label Studio's queue answers
+    404 for a moment while another annotator's submission is half done (the annotation saved, its
+    lock not yet released: the task counts that annotator twice and looks full)."""
+    for page in admin.task_pages(project_id, fields="task_only"):
+        for t in page:
+            if (t.get("total_annotations") or 0) < (t.get("overlap") or 1) and not _answered(admin, t["id"], user_id):
+                return True
+    return False
+
+
+def _answered(admin: Client, task_id: int, user_id: int) -> bool:
+    authors = [a.get("completed_by") for a in admin.get(f"/api/tasks/{task_id}/").get("annotations") or []]
+    return any((a.get("id") if isinstance(a, dict) else a) == user_id for a in authors)
 
 
 def _submit(admin: Client, user: Client, user_id: int, task_id: int, answer: dict) -> None:
@@ -211,8 +253,6 @@ def _submit(admin: Client, user: Client, user_id: int, task_id: int, answer: dic
             return
         except Unavailable:
             time.sleep(min(admin.backoff_max_s, admin.backoff_s * 2 ** attempt))
-            task = admin.get(f"/api/tasks/{task_id}/")
-            authors = [a.get("completed_by") for a in task.get("annotations") or []]
-            if any((a.get("id") if isinstance(a, dict) else a) == user_id for a in authors):
+            if _answered(admin, task_id, user_id):
                 return
     raise Unavailable(f"could not submit a simulated annotation for task {task_id}")
