@@ -7,6 +7,8 @@ other; each project asks for as many raters per task as the paper used (5 and 3 
 Which side shows the tuned image is drawn per task from a seeded RNG, recorded in
 OUT/ab/tasks.parquet (never in the task data the annotator sees), and undone by `pull`. Images
 are served under opaque names (OUT/ab/media), so no URL gives the model away.
+Votes of SIMULATED raters (`photogenic eval simulate`, training/eval_simulate.py) are flagged
+`simulated` in OUT/ab/votes.parquet, and OUT/human_results.json says `"simulated": true`.
 
 Reuses the review stage's server, client, task sets (find-or-create by marker, idempotent batched
 import with the `[review]` retry policy) and local-files media serving (`annotation.*`).
@@ -27,6 +29,7 @@ import pyarrow.parquet as pq
 
 from photogenic.annotation import media
 from photogenic.annotation.lsclient import Client
+from photogenic.annotation.simulate import is_simulated_annotator
 from photogenic.annotation.tasksets import ImportPolicy, TaskSet
 from photogenic.pipeline.core.config.training import EvalConfig
 from photogenic.pipeline.core.runio import (mark_success, publishing, read_json, stable_id, write_json_atomic,
@@ -193,7 +196,8 @@ TASK_SCHEMA = pa.schema([("question", pa.string()), ("pair_id", pa.string()), ("
 VOTE_SCHEMA = pa.schema([("question", pa.string()), ("pair_id", pa.string()), ("category", pa.string()),
                          ("task_id", pa.int64()), ("annotation_id", pa.int64()), ("annotator", pa.string()),
                          ("choice", pa.string()), ("tuned_side", pa.string()), ("outcome", pa.string()),
-                         ("lead_time", pa.float64())])
+                         ("lead_time", pa.float64()),
+                         ("simulated", pa.bool_())])  # from `photogenic eval simulate`, not a person
 
 
 # --- pull -----------------------------------------------------------------------------------------
@@ -251,12 +255,14 @@ def pull(out: str | Path, client: Client, cfg: EvalConfig) -> dict[str, Any]:
                     continue  # skipped: not a vote
                 uid = ann.get("completed_by")
                 uid = uid.get("id") if isinstance(uid, dict) else uid
+                annotator = users.get(uid, f"user-{uid}")
                 votes.append({"question": question, "pair_id": pair_id, "category": placed["category"],
                               "task_id": task["id"], "annotation_id": ann["id"],
-                              "annotator": users.get(uid, f"user-{uid}"), "choice": choice,
+                              "annotator": annotator, "choice": choice,
                               "tuned_side": placed["tuned_side"],
                               "outcome": vote_outcome(question, choice, placed["tuned_side"]),
-                              "lead_time": ann.get("lead_time")})
+                              "lead_time": ann.get("lead_time"),
+                              "simulated": is_simulated_annotator(annotator)})
     votes.sort(key=lambda v: (v["question"], v["pair_id"], v["annotation_id"]))
     raters = {"appeal": cfg.appeal_raters, "faithfulness": cfg.faithfulness_raters}
     for question in QUESTIONS:
@@ -273,8 +279,14 @@ def pull(out: str | Path, client: Client, cfg: EvalConfig) -> dict[str, Any]:
             "pushed": len(placed), "with_votes": len(by_task),
             "complete": sum(len(vs) >= raters[question] for vs in by_task.values()),
             "raters_wanted": raters[question], "votes": len(qvotes),
+            "simulated_votes": sum(v["simulated"] for v in qvotes),
             "tuned_on_left": sum(p["tuned_side"] == "left" for p in placed),
         }
+    simulated = sum(v["simulated"] for v in votes)
+    results["simulated"] = simulated > 0
+    if simulated:
+        results["notes"].insert(0, f"SIMULATION: {simulated} of {len(votes)} votes come from SIMULATED raters "
+                                   "(`photogenic eval simulate`), not from people")
     pairs_results = Path(out) / "results.json"
     if (read_json(pairs_results) or {}).get("meaningless"):
         results["notes"].append("the models compared are tiny/random test models: these preferences mean nothing")

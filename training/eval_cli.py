@@ -2,6 +2,7 @@
 
     photogenic eval --base BASE --tuned TUNED [--prompts FILE] --out DIR     (same as `eval run`)
     photogenic eval push --out DIR      # Label Studio A/B projects (appeal, faithfulness)
+    photogenic eval simulate --out DIR  # SIMULATION: seeded synthetic raters answer both projects
     photogenic eval pull --out DIR      # win/tie/loss per question and category
 """
 from __future__ import annotations
@@ -152,6 +153,38 @@ def push_cmd(out_dir: str, config_path: str | None, url: str | None, limit: int 
         raise click.ClickException(str(err)) from None
     for question, p in summary["projects"].items():
         click.echo(f"{question}: {p['url']} ({p['tasks']} tasks, {p['raters']} raters each)")
+
+
+@eval_group.command("simulate")
+@ab_options
+@click.option("--raters", type=click.IntRange(1, 20),
+              help="Simulated raters working both projects (default: the larger of [eval] appeal_raters "
+                   "and faithfulness_raters, so every task gets the raters its project asks for).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--win", "win", default=0.6, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Probability that a simulated rater answers with the tuned image.")
+@click.option("--tie", "tie", default=0.15, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Probability of a tie answer (appeal: Tie; faithfulness: Both or Neither).")
+def simulate_cmd(out_dir: str, config_path: str | None, url: str | None, raters: int | None, seed: int,
+                 win: float, tie: float) -> None:
+    """SIMULATION: seeded synthetic raters answer both A/B projects through Label Studio's queue."""
+    from photogenic.annotation.lsclient import LabelStudioError
+    from photogenic.annotation.server import data_dir
+    from photogenic.annotation.simulate import SimulationError
+    from photogenic.annotation.users import AnnotatorStore
+    from photogenic.training.eval_ab import ABError
+    from photogenic.training.eval_simulate import simulate
+
+    config, client = _client(config_path, url)
+    n = raters or max(config.eval.appeal_raters, config.eval.faithfulness_raters)
+    store = AnnotatorStore(data_dir(config.review) / "annotators.json")
+    echo = lambda m: click.secho(m, fg="magenta", bold=True)  # noqa: E731
+    try:
+        summary = simulate(Path(out_dir), client, store, n_raters=n, seed=seed, win=win, tie=tie, echo=echo)
+    except (ABError, SimulationError, LabelStudioError) as err:
+        raise click.ClickException(str(err)) from None
+    echo(f"SIMULATION: {summary['annotations_submitted']} simulated A/B answer(s) in total; "
+         f"written: {Path(out_dir) / 'ab' / 'simulation.json'}")
 
 
 @eval_group.command("pull")
