@@ -111,6 +111,8 @@ def _meta(root: Path, ctx: Context, sections: list[Section]) -> dict[str, Any]:
         "config_toml": ctx.funnel_json.get("config_toml") or "",
         "simulated": any(p.get("simulated") for s in sections if s.id == "review" and s.present
                          for p in s.data["passes"]),
+        "eval_simulated": any(
+            (s.data.get("human") or {}).get("simulated") for s in sections if s.id == "eval" and s.present),
         "eval_meaningless": any(
             (s.data.get("auto") or {}).get("meaningless") for s in sections if s.id == "eval" and s.present),
     }
