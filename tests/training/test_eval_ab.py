@@ -1,5 +1,6 @@
 """The human A/B evaluation through a real Label Studio: push, annotations submitted through the
-API by real annotator accounts, pull; the left/right placement is undone in the tallies."""
+API by real annotator accounts, pull; the left/right placement is undone in the tallies. Then
+SIMULATED raters (`eval simulate`) answer a small fresh push through Label Studio's queue."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ from tests.pipeline.report.test_browser import browser, open_report  # noqa: F40
 from tests.pipeline.report.test_sections import make_fake_run
 from photogenic.pipeline.core.config.training import EvalConfig
 from photogenic.training.eval_ab import ab_dir, pull, push
+from photogenic.training.eval_simulate import choice, raters
 from photogenic.training.eval_cli import eval_group
 
 RATERS = ("ab-rater-1@photogenic.local", "ab-rater-2@photogenic.local", "ab-rater-3@photogenic.local")
@@ -158,6 +160,7 @@ def test_pull_undoes_left_right(pulled, ab_out):
     assert {v["annotator"] for v in recorded} == set(RATERS)
     assert len(recorded) == votes["appeal"] + votes["faithfulness"]
     assert any("tiny/random" in n for n in results["notes"])
+    assert results["simulated"] is False and not any(v["simulated"] for v in recorded)
     saved = json.loads((ab_out / "human_results.json").read_text())
     assert saved["tables"] == json.loads(json.dumps(results["tables"]))
 
@@ -180,6 +183,7 @@ def test_report_shows_the_eval(pulled, ab_out, browser, tmp_path):
             column = {"win": 2, "tie": 3, "loss": 4}[result]
             assert cells[column].inner_text() == "100.0%", (q, category)
     assert len(page.query_selector_all("#eval-examples tr[data-pair]")) == 3  # one per category
+    assert page.query_selector("#eval-human-simulated") is None  # scripted test raters are not flagged
     broken = page.evaluate("[...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length")
     assert broken == 0
     page.close()
@@ -200,3 +204,70 @@ def test_ab_cli_push_and_pull(pulled, ab_out, ls_config, tmp_path):
     assert saved["tables"]["appeal"]["alpha"]["win"] == 1.0
     missing = CliRunner().invoke(eval_group, ["pull", "--out", str(tmp_path), "--config", str(config)])
     assert missing.exit_code != 0 and "eval push" in missing.output
+
+
+SIM_PAIRS, SIM_RATERS = 4, {"appeal": 3, "faithfulness": 2}
+
+
+def test_simulated_raters_through_the_queue(eval_out, ls_server, ls_config, tmp_path):
+    """push 4 pairs, `eval simulate` (3 SIMULATED raters, seeded), pull: every task gets exactly
+    its project's raters, every vote is flagged simulated, the tallies add up, a rerun submits 0."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[review]\nport = {ls_config.port}\ndata_dir = "{ls_config.data_dir}"\n'
+                      f'[eval]\nappeal_raters = {SIM_RATERS["appeal"]}\n'
+                      f'faithfulness_raters = {SIM_RATERS["faithfulness"]}\n')
+    out = shutil.copytree(eval_out, tmp_path / "eval")  # no ab/ yet: a new ab id, projects of its own
+    common = ["--out", str(out), "--config", str(config)]
+    invoke = lambda *args: CliRunner().invoke(eval_group, [*args, *common])  # noqa: E731
+    pushed = invoke("push", "--limit", str(SIM_PAIRS))
+    assert pushed.exit_code == 0, pushed.output
+    sim = invoke("simulate", "--seed", "3")
+    assert sim.exit_code == 0, sim.output
+    assert sim.output.count("SIMULATION") >= 3 and "not human judgements" in sim.output
+    summary = json.loads((ab_dir(out) / "simulation.json").read_text())
+    assert summary["simulated"] is True and summary["note"].startswith("SIMULATION")
+    assert len(summary["raters"]) == 3  # default: the larger of the two rater counts
+    assert summary["annotations_submitted"] == SIM_PAIRS * sum(SIM_RATERS.values())
+
+    client = Client(ls_server, max_retries=ls_config.max_retries)
+    for q, wanted in SIM_RATERS.items():
+        tasks = client.tasks(summary["questions"][q]["project_id"], fields="all")
+        assert len(tasks) == SIM_PAIRS
+        for t in tasks:
+            authors = [a["completed_by"] for a in t["annotations"]]
+            assert len(authors) == wanted == len(set(authors)), (q, t["id"])  # its raters, all different
+        # What the queue loop reads to tell a transient 404 (a colleague's half-done submission) from the end.
+        light = client.tasks(summary["questions"][q]["project_id"], fields="task_only")
+        assert all(t["total_annotations"] == t["overlap"] == wanted for t in light)
+
+    pulled_cli = invoke("pull")
+    assert pulled_cli.exit_code == 0, pulled_cli.output
+    assert "SIMULATION" in pulled_cli.output
+    results = json.loads((out / "human_results.json").read_text())
+    assert results["simulated"] is True and results["notes"][0].startswith("SIMULATION")
+    votes = pq.read_table(ab_dir(out) / "votes.parquet").to_pylist()
+    assert votes and all(v["simulated"] and v["annotator"].startswith("sim-abrater-") for v in votes)
+    people = raters(3, 3)
+    for v in votes:  # seeded per (rater, task): the answer the simulator's generator gives
+        i = int(v["annotator"].split("@")[0].rsplit("-", 1)[1]) - 1
+        assert v["choice"] == choice(people[i], i, 3, v["question"], v["pair_id"], v["tuned_side"])[0]
+    for q, wanted in SIM_RATERS.items():
+        tk = results["tasks"][q]
+        assert tk["pushed"] == tk["with_votes"] == tk["complete"] == SIM_PAIRS
+        assert tk["votes"] == tk["simulated_votes"] == SIM_PAIRS * wanted
+        for table, n in ((results["tables"][q], SIM_PAIRS), (results["votes"][q], SIM_PAIRS * wanted)):
+            assert table["all"]["n"] == n == sum(r["n"] for c, r in table.items() if c != "all")
+            row = table["all"]
+            assert row["wins"] + row["ties"] + row["losses"] == n
+            assert row["win"] + row["tie"] + row["loss"] == pytest.approx(1.0)
+
+    again = invoke("simulate", "--seed", "3")
+    assert again.exit_code == 0, again.output
+    assert "0 simulated A/B answer(s) in total" in again.output  # the queue serves nobody a task twice
+    assert json.loads((ab_dir(out) / "simulation.json").read_text())["annotations_submitted"] == 0
+
+    run = make_fake_run(tmp_path)
+    shutil.copytree(out, run / "eval")
+    html = build_report(run).read_text()
+    assert 'id="eval-human-simulated"' in html and 'id="eval-simulation-warning"' in html
+    assert "SIMULATED raters" in html

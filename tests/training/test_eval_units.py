@@ -78,3 +78,26 @@ def test_bad_prompt_files(tmp_path):
         load_prompts(path)
     with pytest.raises(EvalError, match="cannot read"):
         load_prompts(tmp_path / "missing.tsv")
+
+
+def test_simulated_ab_raters_are_seeded_and_mildly_prefer_the_tuned_side():
+    from photogenic.annotation.simulate import SimulationError, is_simulated_annotator
+    from photogenic.training.eval_simulate import choice, raters
+
+    people = raters(5, seed=1)
+    assert people == raters(5, seed=1) and people != raters(5, seed=2)
+    assert all(is_simulated_annotator(p.email) for p in people)
+    assert all(0 <= p.tie and 0 <= p.win and p.win + p.tie <= 1 for p in people)
+    pairs = [f"p{j:04d}" for j in range(400)]
+    for question, ties in (("appeal", {"Tie"}), ("faithfulness", {"Both", "Neither"})):
+        for side in ("left", "right"):
+            answers = [choice(people[0], 0, 1, question, pid, side)[0] for pid in pairs]
+            assert answers == [choice(people[0], 0, 1, question, pid, side)[0] for pid in pairs]
+            outcomes = Counter(vote_outcome(question, a, side) for a in answers)
+            assert abs(outcomes["win"] / 400 - people[0].win) < 0.08
+            assert abs(outcomes["tie"] / 400 - people[0].tie) < 0.06
+            assert {a for a in answers if a not in ("Left", "Right")} <= ties
+    never = raters(1, seed=0, win=0.0, tie=0.0)[0]
+    assert never.win == 0.0 and all(choice(never, 0, 0, "appeal", pid, "left")[0] == "Right" for pid in pairs)
+    with pytest.raises(SimulationError):
+        raters(1, seed=0, win=0.9, tie=0.2)
