@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole funnel on the sample pool: filter -> select -> the review passes of the config
-# (SIMULATED annotators in a real local Label Studio) -> export -> train (tiny model) -> eval -> report.
+# (SIMULATED annotators in a real local Label Studio) -> export -> train (tiny model) -> eval ->
+# A/B push, SIMULATED raters, pull -> report.
 # Called by `make demo`; rerunning it skips finished work.
 set -euo pipefail
 POOL=${1:-sample_pool}
@@ -37,6 +38,11 @@ $PG train --data "$RUN/export" --base-model "$RUN/base" --out "$RUN/model" --con
 
 step "eval: base vs tuned on the same prompts and seeds -> $RUN/eval"
 $PG eval --base "$RUN/base" --tuned "$RUN/model" --out "$RUN/eval" --config "$CONFIG"
+
+step "eval A/B: push, SIMULATED raters, pull -> $RUN/eval/human_results.json"
+$PG eval push --out "$RUN/eval" --config "$CONFIG"
+$PG eval simulate --out "$RUN/eval" --config "$CONFIG"
+$PG eval pull --out "$RUN/eval" --config "$CONFIG"
 
 step "report"
 $PG report --run "$RUN"
