@@ -205,8 +205,9 @@ def pull_cmd(out_dir: str, config_path: str | None, url: str | None) -> None:
     console = Console()
     for note in results["notes"]:
         console.print(f"note: {note}", markup=False)
+    sim = "SIMULATED " if results.get("simulated") else ""
     for question, table in results["tables"].items():
         tasks = results["tasks"][question]
-        _print_table(console, f"{question}: {tasks['with_votes']} of {tasks['pushed']} tasks have votes "
+        _print_table(console, f"{sim}{question}: {tasks['with_votes']} of {tasks['pushed']} tasks have votes "
                               f"({tasks['complete']} complete)", table, Table)
     click.echo(f"written: {Path(out_dir) / 'human_results.json'}")

@@ -242,7 +242,7 @@ def test_simulated_raters_through_the_queue(eval_out, ls_server, ls_config, tmp_
 
     pulled_cli = invoke("pull")
     assert pulled_cli.exit_code == 0, pulled_cli.output
-    assert "SIMULATION" in pulled_cli.output
+    assert "SIMULATION" in pulled_cli.output and f"SIMULATED appeal: {SIM_PAIRS} of {SIM_PAIRS} tasks" in pulled_cli.output
     results = json.loads((out / "human_results.json").read_text())
     assert results["simulated"] is True and results["notes"][0].startswith("SIMULATION")
     votes = pq.read_table(ab_dir(out) / "votes.parquet").to_pylist()
