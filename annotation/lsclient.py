@@ -331,10 +331,6 @@ class Client:
         except (requests.RequestException, KeyError, TypeError, ValueError):
             return datetime.now(timezone.utc)
 
-    def annotated_tasks(self, project_id: int, page_size: int = 1000) -> list[dict]:
-        """Tasks with at least one annotation (submitted or skipped), with all annotations."""
-        return self.tasks(project_id, fields="all", page_size=page_size, query=ANNOTATED_QUERY)
-
     def users(self) -> list[dict]:
         data = self.get("/api/users/", params={"page_size": 1000})
         return data["results"] if isinstance(data, dict) and "results" in data else data

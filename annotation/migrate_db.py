@@ -143,14 +143,22 @@ def _check_target_empty(config: ReviewConfig, ddir: Path, target: str) -> None:
 
 def _manage(config: ReviewConfig, ddir: Path, env: dict, *args: str) -> None:
     """A Django management command of Label Studio, in its virtualenv and with its settings."""
+    run_in_label_studio(config, ddir, env, MANAGE, *args, what=f"`manage.py {args[0]}`")
+
+
+def run_in_label_studio(config: ReviewConfig, ddir: Path, env: dict, script: str, *args: str,
+                        what: str = "a script") -> str:
+    """Run `script` (Python source) in Label Studio's virtualenv with its package folder on
+    PYTHONPATH, as its manage.py runs; its stdout."""
     venv = server.venv_dir(config)
     found = glob.glob(str(venv / "lib" / "python*" / "site-packages" / "label_studio" / "manage.py"))
     if not found:
         raise ServerError(f"Label Studio's manage.py is not in {venv}")
-    cmd = [str(venv / "bin" / "python"), "-c", MANAGE, *args]
+    cmd = [str(venv / "bin" / "python"), "-c", script, *args]
     env = {**env, "PYTHONPATH": str(Path(found[0]).parent)}
     proc = subprocess.run(cmd, env=env, cwd=str(ddir), capture_output=True, text=True,
                           stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-3000:]
-        raise ServerError(f"Label Studio's `manage.py {args[0]}` failed ({proc.returncode}):\n{tail}")
+        raise ServerError(f"Label Studio's {what} failed ({proc.returncode}):\n{tail}")
+    return proc.stdout

@@ -21,7 +21,6 @@ push measures Label Studio's side, not JPEG encoding.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from photogenic.annotation import media, server  # noqa: E402
+from photogenic.annotation.migrate_db import run_in_label_studio  # noqa: E402
 from photogenic.annotation.lsclient import Client  # noqa: E402
 from photogenic.annotation.projects import find_project  # noqa: E402
 from photogenic.annotation.pull import SINCE_MARGIN_S  # noqa: E402
@@ -214,12 +214,7 @@ def _in_label_studio(config, script: str, *args: str) -> None:
     ddir = server.data_dir(config).resolve()
     env = {**server.label_studio_env(config, ddir),
            **server.start_database(config, ddir, config.db, lambda m: None)[0]}
-    venv = server.venv_dir(config)
-    package = Path(glob.glob(str(venv / "lib" / "python*" / "site-packages" / "label_studio" / "manage.py"))[0]).parent
-    proc = subprocess.run([str(venv / "bin" / "python"), "-c", script, *args], cwd=str(ddir),
-                          env={**env, "PYTHONPATH": str(package)}, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"script in Label Studio's venv failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    run_in_label_studio(config, ddir, env, script, *args, what="bulk attach")
 
 
 def _check(run: Path, keys: list[str], out: dict) -> dict:

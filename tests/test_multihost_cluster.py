@@ -63,14 +63,21 @@ def job_script(tmp_path_factory):
     return path
 
 
-def finish(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 300) -> dict:
+def communicate_ok(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float,
+                   what: str = "command") -> tuple[str, str]:
+    """The process's output once it ended (killed past `timeout`); it must have succeeded."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-    assert proc.returncode == 0, (f"spark-submit failed ({proc.returncode}):\n{out[-3000:]}\n{err[-5000:]}\n"
+    assert proc.returncode == 0, (f"{what} failed ({proc.returncode}):\n{out[-3000:]}\n{err[-5000:]}\n"
                                   f"{cluster.log_tails()}")
+    return out, err
+
+
+def finish(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 300) -> dict:
+    out, err = communicate_ok(cluster, proc, timeout, "spark-submit")
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert lines, out[-3000:] + err[-3000:]
     return json.loads(lines[-1][len("RESULT "):])
@@ -117,12 +124,7 @@ def committed(cluster: MultihostCluster, run: str) -> dict:
 
 
 def assert_filter_ok(cluster: MultihostCluster, proc: subprocess.Popen, timeout: float = 400) -> None:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    assert proc.returncode == 0, f"{out[-3000:]}\n{err[-5000:]}\n{cluster.log_tails()}"
+    out, _ = communicate_ok(cluster, proc, timeout, "photogenic filter")
     assert "passed" in out
 
 
