@@ -98,7 +98,10 @@ scores = sys.argv[1] + "/scores"
 from photogenic.pipeline.core.storage import as_path
 markers = [read_json(p) for p in sorted(as_path(scores + "/_stats").glob("*.json"))]
 keys = [k for f in committed_parquet(scores) for k in read_parquet(f, columns=["key"]).column("key").to_pylist()]
-print(json.dumps({"keys": keys, "markers": markers}))
+print(json.dumps({"keys": keys, "markers": markers}), flush=True)
+# Skip interpreter teardown: Arrow's threads over an fsspec filesystem can abort there
+# ("terminate called without an active exception", apache/arrow#34314) after all the work is done.
+import os; os._exit(0)
 '''
 
 
