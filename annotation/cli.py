@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from photogenic.annotation import server
-from photogenic.annotation.lsclient import Client, LabelStudioError
+from photogenic.annotation.lsclient import Client, LabelStudioError, open_client
 from photogenic.pipeline.core.config.review import PassConfig, ReviewConfig, pass_label
 from photogenic.pipeline.core.layout import RunDir
 
@@ -48,13 +48,9 @@ def _pass(config: ReviewConfig, ref: str) -> PassConfig:
 
 def _client(config: ReviewConfig, url: str | None, start_local: bool = True) -> Client:
     try:
-        conn = server.connect(config, url, start_local=start_local)
+        return open_client(config, url, start_local=start_local)
     except server.ServerError as err:
         raise click.ClickException(str(err)) from None
-    if not server.healthy(conn.url, timeout=10):
-        raise click.ClickException(f"Label Studio at {conn.url} is not reachable")
-    return Client(conn, max_retries=config.max_retries, backoff_s=config.backoff_s,
-                  backoff_max_s=config.backoff_max_s, timeout_s=config.request_timeout_s)
 
 
 def _fail(err: Exception) -> None:

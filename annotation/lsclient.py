@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 import requests
 
+from photogenic.annotation import server
 from photogenic.annotation.server import Connection
 
 log = logging.getLogger(__name__)
@@ -334,3 +335,13 @@ class Client:
     def users(self) -> list[dict]:
         data = self.get("/api/users/", params={"page_size": 1000})
         return data["results"] if isinstance(data, dict) and "results" in data else data
+
+
+def open_client(config, url: str | None = None, start_local: bool = True) -> "Client":
+    """A client of the configured server (`url`, else `[review] url`, else the local one, started
+    when `start_local`) with the config's retry policy; ServerError when it cannot be reached."""
+    conn = server.connect(config, url, start_local=start_local)
+    if not server.healthy(conn.url, timeout=10):
+        raise server.ServerError(f"Label Studio at {conn.url} is not reachable")
+    return Client(conn, max_retries=config.max_retries, backoff_s=config.backoff_s,
+                  backoff_max_s=config.backoff_max_s, timeout_s=config.request_timeout_s)

@@ -19,6 +19,7 @@ LAZY_COMMANDS = {
     "train": "photogenic.training.cli:train_cmd",
     "eval": "photogenic.training.eval_cli:eval_group",
     "report": "photogenic.pipeline.report.stage:report_cmd",
+    "run": "photogenic.pipeline.orchestrate:run_cmd",
 }
 
 

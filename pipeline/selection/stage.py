@@ -25,7 +25,7 @@ from photogenic.pipeline.core.runio import (
 )
 from photogenic.pipeline.core.storage import arrow_args, configure as configure_storage, is_remote
 from photogenic.pipeline.core.schema import SCORE_SCHEMA
-from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_details, write_summary
+from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_details, read_summary, write_summary
 from photogenic.pipeline.selection.engines.base import Engine
 from photogenic.pipeline.selection.plan import SelectError, dropped_by_reason, execute_plan
 
@@ -113,10 +113,14 @@ def run_select(
         raise SelectError(f"unknown engine {engine!r}: use duckdb or spark")
     if target < 0:
         raise SelectError(f"target must be >= 0, got {target}")
-    if is_complete(run.candidates) and not force:
-        log.info("%s is complete; skipping (use --force to redo)", run.candidates)
-        return {"skipped": True, **read_details(run.candidates)}
     files = _score_files(run)
+    if is_complete(run.candidates) and not force:
+        # Up to date unless the scores grew or were re-scored since (an incremental run).
+        done = read_summary(run.candidates)
+        if done is None or done.input_fingerprint == _input_fingerprint(run, files):
+            log.info("%s is complete; skipping (use --force to redo)", run.candidates)
+            return {"skipped": True, **read_details(run.candidates)}
+        log.info("%s was selected from other scores; selecting again", run.candidates)
     remove_stale_builds(run.candidates)
     remove_stale_builds(run.select_scratch)
     started = time.perf_counter()
