@@ -27,16 +27,19 @@ pass_option = click.option("--pass", "pass_ref", required=True, metavar="NAME|N"
 
 
 def _review_config(path: str | None) -> ReviewConfig:
-    from photogenic.pipeline.core.config import ConfigError, load_config
+    return _full_config(path).review  # runs on a store: [storage.options.PROTOCOL] configured
 
+
+def _full_config(path: str | None):
+    from photogenic.pipeline.core.config import ConfigError, load_config
     from photogenic.pipeline.core.storage import configure
 
     try:
         config = load_config(path)
     except ConfigError as err:
         raise click.ClickException(str(err)) from None
-    configure(config.storage.options)  # runs on a store: [storage.options.PROTOCOL]
-    return config.review
+    configure(config.storage.options)
+    return config
 
 
 def _pass(config: ReviewConfig, ref: str) -> PassConfig:
@@ -247,6 +250,87 @@ def simulate_cmd(run, pass_ref, url, config_path, annotators, seed, keep_share) 
                  echo=lambda m: console.print(f"[bold magenta]{m}[/]"))
     except (SimulationError, LabelStudioError) as err:
         _fail(err)
+
+
+# --- reject audit ----------------------------------------------------------------------------
+
+
+@review.group("audit")
+def audit_group() -> None:
+    """Reject audit: would people have kept what the filters threw away? ([review.audit])"""
+
+
+@audit_group.command("push")
+@run_option
+@url_option
+@config_option
+def audit_push_cmd(run, url, config_path) -> None:
+    """Push a seeded sample of every reject reason, and of passed images as a control."""
+    from photogenic.annotation import audit
+
+    config = _full_config(config_path)
+    client = _client(config.review, url)
+    try:
+        r = audit.push(run, client, config, echo=lambda m: err_console.print(m))
+    except (audit.AuditError, LabelStudioError) as err:
+        _fail(err)
+    per = ", ".join(f"{k} {v}" for k, v in sorted(r["strata"].items()))
+    console.print(f"reject audit: {r['sampled']} image(s) drawn ({per}); {r['imported']} new task(s), "
+                  f"{r['in_project']} in project {r['project_id']}")
+    console.print(f"  answer at {r['url']}")
+
+
+@audit_group.command("simulate")
+@run_option
+@url_option
+@config_option
+@click.option("--truth", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The sample pool's ground_truth.json (what each image should be).")
+@click.option("--error-rate", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.5))
+@click.option("--seed", default=0, show_default=True, type=int)
+def audit_simulate_cmd(run, url, config_path, truth, error_rate, seed) -> None:
+    """SIMULATION: auditors answer from the sample pool's ground truth, through Label Studio."""
+    from photogenic.annotation import audit
+    from photogenic.annotation.simulate import SimulationError
+
+    config = _full_config(config_path)
+    client = _client(config.review, url)
+    try:
+        audit.simulate(run, client, config, truth, error_rate=error_rate, seed=seed,
+                       echo=lambda m: console.print(f"[bold magenta]{m}[/]"))
+    except (SimulationError, LabelStudioError) as err:
+        _fail(err)
+
+
+@audit_group.command("pull")
+@run_option
+@url_option
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print audit.json.")
+def audit_pull_cmd(run, url, config_path, as_json) -> None:
+    """Estimate each reason's false-reject rate; suggest thresholds (RUN/review/audit/thresholds.toml)."""
+    from photogenic.annotation import audit
+
+    config = _full_config(config_path)
+    client = _client(config.review, url)
+    try:
+        result = audit.pull(run, client, config)
+    except (audit.AuditError, LabelStudioError) as err:
+        _fail(err)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for note in result["notes"]:
+        console.print(f"[bold magenta]{note}[/]" if note.startswith("SIMULATION") else note)
+    table = Table(title=f"reject audit: {result['images_answered']} of {result['images_sampled']} image(s) answered")
+    for col in ("stratum", "rows", "answered", "should keep", "rate", f"{result['confidence']:.0%} CI"):
+        table.add_column(col, justify="left" if col == "stratum" else "right")
+    for name, s in sorted(result["strata"].items()):
+        table.add_row(name, f"{s['population']:,}", str(s["answered"]), str(s["should_keep"]),
+                      _fmt(s["rate"], ".1%"), f"{s['ci'][0]:.1%}-{s['ci'][1]:.1%}")
+    console.print(table)
+    out = audit.audit_dir(run)
+    console.print(f"threshold suggestions -> {out / 'thresholds.toml'}; estimates -> {out / 'audit.json'}")
 
 
 @review.command("invite")

@@ -214,7 +214,7 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
     tasks = taskset(client, run, p.name, config)
     project = ensure_project(tasks, run, p)
     pid = project["id"]
-    url_of = _serve_media(tasks, run_dir, client, config, n_images=len(names) - len(unreadable))
+    url_of = serve_media(tasks, run_dir, client, config, n_images=len(names) - len(unreadable))
 
     existing = tasks.known_keys()
     percentiles = score_percentiles(rows)
@@ -243,7 +243,7 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
     return result
 
 
-def _serve_media(tasks, run_dir: RunDir, client: Client, config: ReviewConfig,
+def serve_media(tasks, run_dir: RunDir, client: Client, config: ReviewConfig,
                  n_images: int) -> Callable[[str], str]:
     """Give the project a storage that serves the run's media; returns name -> task image URL.
     Local runs: local-files storage through a link from Label Studio's document root. Runs on S3:

@@ -149,7 +149,35 @@ def eval_charts(data: dict[str, Any]) -> dict[str, Any]:
                          for e in data["examples"]}}
 
 
+def audit_charts(data: dict[str, Any]) -> dict[str, Any]:
+    """Per threshold: the estimated false-reject rate (with its interval) and the share of scored
+    rows rejected, over the threshold's range; the configured and suggested values marked."""
+    plt = _plt()
+    out = {}
+    for c in data["charted"]:
+        pts = [p for p in c["points"] if p.get("false_reject_rate") is not None]
+        fig, ax = plt.subplots(figsize=(6, 2.8))
+        xs = [p["threshold"] for p in c["points"]]
+        ax.plot(xs, [100 * p["reject_share"] for p in c["points"]], color="#888", label="rows rejected %")
+        if pts:
+            ax.plot([p["threshold"] for p in pts], [100 * p["false_reject_rate"] for p in pts], marker=".",
+                    color="#c44e52", label="est. false-reject rate %")
+            ax.fill_between([p["threshold"] for p in pts], [100 * p["ci"][0] for p in pts],
+                            [100 * p["ci"][1] for p in pts], color="#c44e52", alpha=0.15)
+        ax.axhline(100 * data["target_false_reject"], color="#c44e52", linestyle=":", linewidth=1)
+        ax.axvline(c["current"], color="black", linestyle="--", linewidth=1, label=f"now {c['current']:g}")
+        if c.get("suggested"):
+            ax.axvline(c["suggested"]["threshold"], color="#55a868", linewidth=1.5,
+                       label=f"suggested {c['suggested']['threshold']:g}")
+        ax.set_xlabel(f"[filters.{c['filter']}] {c['field']} ({c['direction']})")
+        ax.set_ylabel("%")
+        ax.legend(fontsize=7)
+        out[f"{c['filter']}.{c['field']}"] = figure_uri(fig)
+    return {"curves": out}
+
+
 CHARTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "audit": audit_charts,
     "funnel": funnel_charts, "histograms": histogram_charts, "concepts": concept_charts,
     "thumbnails": thumbnail_charts, "review": review_charts, "training": training_charts,
     "eval": eval_charts,

@@ -642,8 +642,21 @@ def eval_section(run: Run, ctx: Context) -> Section:
     return Section("eval", "Evaluation: base vs tuned", data={"auto": auto, "human": human, "examples": examples})
 
 
+def audit_section(run: Run, ctx: Context) -> Section:
+    """The reject audit (annotation/audit.py): false-reject rates per reason, threshold curves."""
+    audit_dir = run.dirs.review_root / "audit"
+    result = read_json(audit_dir / "audit.json")
+    if not result:
+        return Section("audit", "Reject audit", present=False,
+                       note="not run yet (`photogenic review audit push|pull --run RUN`)")
+    snippet = audit_dir / "thresholds.toml"
+    curves = [c for c in result.get("curves") or [] if any(p.get("support") for p in c.get("points") or [])]
+    return Section("audit", "Reject audit", data={**result, "charted": curves,
+                                                  "thresholds_toml": snippet.read_text() if snippet.exists() else ""})
+
+
 # Sections in page order; each builder gives one section, or a list of them.
 SECTIONS: list[Callable[[Run, Context], Section | list[Section]]] = [
     funnel_section, stage_summary_sections, histograms_section, concepts_section,
-    thumbnails_section, review_section, training_section, eval_section,
+    thumbnails_section, review_section, audit_section, training_section, eval_section,
 ]

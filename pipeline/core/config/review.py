@@ -20,7 +20,7 @@ CANDIDATES = "candidates"
 BUILTIN_LABEL_CONFIGS = ("keep", "rate")
 # A pass name is a folder (RUN/review/NAME) and part of SQL view names in the report.
 PASS_NAME = r"^[a-z][a-z0-9_]{0,31}$"
-RESERVED_NAMES = (CANDIDATES, "media", "run_id")
+RESERVED_NAMES = (CANDIDATES, "media", "run_id", "audit")
 DEFAULT_GRID = 16  # images per pass-1 task: 4 x 4 thumbnails, judged at a glance
 _NUMBERED = re.compile(r"^pass(\d+)$")
 
@@ -75,6 +75,34 @@ def _default_passes() -> list[dict[str, Any]]:
 LEGACY_KEYS = {"pass1": 0, "pass2": 1}
 
 
+class AuditConfig(Section):
+    """`[review.audit]`: the reject audit (`photogenic review audit`), a seeded random sample of
+    each reject reason, and of passed rows as a control, asked "should this image have been kept?"."""
+
+    per_reason: int = Field(30, ge=1)  # images sampled per reject reason (all of them when fewer)
+    control: int = Field(30, ge=0)  # passed images sampled as a control
+    seed: int = 0
+    annotators: int = Field(1, ge=1)  # answers wanted per image (Label Studio's maximum_annotations)
+    # Reasons left out: "unreadable" rows have no image to show.
+    skip_reasons: list[str] = Field(default_factory=lambda: ["unreadable"])
+    target_false_reject: float = Field(0.05, gt=0, lt=1)  # the threshold suggestions aim at this
+    confidence: float = Field(0.95, gt=0, lt=1)  # of the Wilson intervals
+    # A suggested threshold must leave at least this many audited images on its reject side.
+    min_support: int = Field(5, ge=1)
+
+
+class HeadConfig(Section):
+    """`[review.head]`: the aesthetic head learnt from each pass's decisions on the saved CLIP
+    embeddings (RUN/embeddings), which orders the next pass's tasks."""
+
+    enabled: bool = True  # after each pull, when RUN/embeddings holds the reviewed keys
+    epochs: int = Field(200, ge=1)
+    val_fraction: float = Field(0.25, gt=0, lt=1)  # held out for the AUC / correlation
+    seed: int = 0
+    min_labels: int = Field(20, ge=4)  # fewer decided images than this: no head
+    order_next_pass: bool = True  # import the next pass's tasks best-first by the head
+
+
 class ReviewConfig(Section):
     url: str | None = None  # None: the local server started by `photogenic review server start`
     port: int = 8089
@@ -110,6 +138,8 @@ class ReviewConfig(Section):
     # The review passes, in order ([[review.passes]]); see the module docstring.
     passes: list[PassConfig] = Field(default_factory=lambda: [PassConfig(**p) for p in _default_passes()],
                                      min_length=1)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    head: HeadConfig = Field(default_factory=HeadConfig)
 
     @model_validator(mode="before")
     @classmethod
