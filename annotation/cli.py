@@ -223,6 +223,40 @@ def pull_cmd(run, pass_ref, url, config_path, full) -> None:
            else f"{q['pull']['tasks_fetched']} annotated task(s), all read")
     console.print(f"{pass_label(p.name)}: {how}; {q['n_annotations']} annotation(s) of {q['tasks']} image(s); "
                   f"kept {q['kept']} by rule '{q['rule']}' -> {RunDir.of(run).decisions(p.name)}")
+    _print_head(q.get("head") or {}, p.name)
+
+
+def _print_head(meta: dict, name: str) -> None:
+    if "skipped" in meta:
+        console.print(f"  no head learnt from {name}: {meta['skipped']}")
+        return
+    auc = (meta.get("held_out") or {}).get("auc")
+    console.print(f"  head learnt from {name}{' (unchanged decisions: reused)' if meta.get('reused') else ''}: "
+                  f"held-out AUC {_fmt(auc, '.3f')} -> RUN/review/{name}/head.pth")
+    if meta.get("meaningless"):
+        err_console.print("  note: tiny-random CLIP embeddings: this head and its AUC mean nothing")
+
+
+@review.command("learn")
+@run_option
+@pass_option
+@config_option
+def learn_cmd(run, pass_ref, config_path) -> None:
+    """Learn the pass's aesthetic head from its decisions on RUN/embeddings (pull does this too)."""
+    from photogenic.annotation import head
+
+    config = _review_config(config_path)
+    p = _pass(config, pass_ref)
+    if not RunDir.of(run).decisions(p.name).exists():
+        _fail(click.ClickException(f"no decisions for {p.name}: run `photogenic review pull` first"))
+    try:
+        meta = head.learn(run, p.name, config, echo=lambda m: console.print(m))
+    except (ValueError, OSError, RuntimeError) as err:
+        _fail(err)
+    if "skipped" in meta:
+        _fail(click.ClickException(f"no head learnt from {p.name}: {meta['skipped']}"))
+    if meta.get("reused"):
+        _print_head(meta, p.name)
 
 
 # --- simulate / invite -----------------------------------------------------------------------

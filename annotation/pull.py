@@ -7,6 +7,7 @@ lost or counted twice, and a pull after a day of work reads that day's tasks, no
 The first pull of a project (or `--full`) reads every annotated task."""
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -51,6 +52,9 @@ ANNOTATION_SCHEMA = pa.schema([
 PULL_STATE = "pull_state.json"  # project id and when the last pull began (server clock)
 SINCE_MARGIN_S = 60
 PAGE_SIZE = 500  # tasks per page: memory of a pull is bounded by a page plus the pulled rows
+
+
+log = logging.getLogger(__name__)
 
 
 class PullError(RuntimeError):
@@ -293,7 +297,21 @@ def pull(run: Path, ref: str | int, client: Client, config: ReviewConfig, full: 
     write_summary(out_dir, review_summary(config, cfg, decisions, inputs, time.monotonic() - t0))
     write_json_atomic({"project_id": project["id"], "since": started.isoformat()}, out_dir / PULL_STATE)
     mark_success(out_dir)
+    quality["head"] = learn_head(run_dir, cfg.name, config)
     return quality
+
+
+def learn_head(run: RunDir, name: str, config: ReviewConfig) -> dict:
+    """The pass's head (annotation/head.py), after its decisions are committed: a head that cannot
+    be learnt is reported, never a failed pull."""
+    from photogenic.annotation import head
+
+    try:
+        meta = head.learn(run, name, config, echo=lambda m: log.info("%s", m))
+    except (ValueError, OSError, RuntimeError) as err:
+        log.warning("review %s: no head learnt: %s", name, err)
+        return {"skipped": f"error: {err}"}
+    return {k: meta[k] for k in ("skipped", "held_out", "with_embeddings", "meaningless", "reused") if k in meta}
 
 
 def _previous_overlap(run_dir: RunDir, name: str) -> dict[str, int]:

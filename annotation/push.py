@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from photogenic.annotation import media, objectstore
@@ -132,6 +133,26 @@ def score_percentiles(rows: list[dict]) -> dict[str, float]:
     return {}
 
 
+def task_order(run: RunDir, p, config: ReviewConfig, rows: list[dict]) -> tuple[list[dict], dict[str, float], str]:
+    """(rows in import order, key -> score percentile, what ordered them). A pass reviewing an
+    earlier pass's keeps goes best-first by the head learnt from that pass (annotation/head.py),
+    so its sequential queue serves the likeliest keeps first; else input order, with the first
+    model score's percentile for reviewers to sort by."""
+    from photogenic.annotation import head
+
+    source = head.head_path(run, p.input) if p.input != CANDIDATES else None
+    if not (config.head.order_next_pass and source is not None and source.exists() and run.embeddings.exists()):
+        return rows, score_percentiles(rows), "input"
+    scores = head.head_scores(source, run, [r["key"] for r in rows])
+    if not scores:
+        return rows, score_percentiles(rows), "input"
+    rows = sorted(rows, key=lambda r: -scores.get(r["key"], -np.inf))  # stable: unscored keep input order
+    ranked = sorted(scores, key=scores.get)
+    denom = max(len(ranked) - 1, 1)
+    percentiles = {k: round(i / denom, 6) for i, k in enumerate(ranked)}
+    return rows, percentiles, f"head of {p.input}"
+
+
 def build_task(row: dict, image_url: str, n: int, score: float | None = None,
                input_pass: str = CANDIDATES) -> dict:
     """One task of pass number `n`; the votes of the input pass travel as INPUT_n_keep, ..."""
@@ -217,7 +238,9 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
     url_of = serve_media(tasks, run_dir, client, config, n_images=len(names) - len(unreadable))
 
     existing = tasks.known_keys()
-    percentiles = score_percentiles(rows)
+    rows, percentiles, ordered_by = task_order(run_dir, p, config, rows)
+    if ordered_by != "input":
+        echo(f"{p.name}: tasks go in best-first by the head learnt from {p.input} ({ordered_by})")
     n = pass_number(config, p.name)
     new = [r for r in rows if names.get(r["key"]) and r["key"] not in existing]
     if is_grid(p):
@@ -239,7 +262,7 @@ def push(run: Path, ref: str | int, client: Client, config: ReviewConfig, gold_f
                         n_tasks_imported=imported.imported, n_unreadable=len(unreadable), n_gold=len(gold),
                         batches=imported.batches, retries=imported.retries,
                         seconds=time.monotonic() - t0, unreadable=unreadable)
-    write_json_atomic(result.as_dict(), out_dir / "push.json")
+    write_json_atomic({**result.as_dict(), "ordered_by": ordered_by}, out_dir / "push.json")
     return result
 
 

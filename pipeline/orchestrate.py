@@ -140,7 +140,8 @@ def review_stage(pool: str, run: RunDir, config: Config, opts: dict[str, Any]) -
         quality = pull(run.root, p.name, client, config.review)
         passes[p.name] = {"pushed": pushed.n_imported, "in_project": pushed.n_in_project,
                           "unreadable": pushed.n_unreadable, "annotations": quality["n_annotations"],
-                          "fetched": quality["pull"]["tasks_fetched"], "kept": quality["kept"]}
+                          "fetched": quality["pull"]["tasks_fetched"], "kept": quality["kept"],
+                          "head": quality.get("head")}
     ran = any(v["pushed"] or v["fetched"] for v in passes.values())
     return {"ran": ran, "url": client.url, "passes": passes}
 

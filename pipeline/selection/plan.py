@@ -123,7 +123,8 @@ class _StepTimer:
         return timed
 
 
-def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_dir: Path) -> tuple[dict, dict]:
+def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_dir: Path,
+                 head: pa.Table | None = None) -> tuple[dict, dict]:
     """Runs the selection on `engine`; writes the candidates (and the audit) into out_dir, the
     candidates folder being built.
     Returns (select's summary, seconds per step)."""
@@ -133,7 +134,9 @@ def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_
     if stats["passed_rows"] - stats["null_keys"] != stats["passed_keys"]:
         raise SelectError("scores hold duplicate keys among passed rows: the key must be unique per row")
     method, prior = _engagement_method(cfg, stats)
-    engine.materialize("base", sql.base_sql(d, sql.engagement_sql(cfg, method, prior), seed))
+    engagement = sql.engagement_sql(cfg, method, prior)
+    blend = _head_blend(engine, cfg, engagement, head) if head is not None else None
+    engine.materialize("base", sql.base_sql(d, engagement, seed, blend))
     engine.materialize("exact", sql.EXACT_SQL)
     engine.view("uniq", sql.UNIQ_SQL)
 
@@ -167,6 +170,16 @@ def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_
         n_exact, n_near, edges.num_rows, target, seed,
     )
     return summary, {k: round(v, 3) for k, v in engine.seconds.items()}
+
+
+def _head_blend(engine: Engine, cfg: SelectConfig, engagement: str, head: pa.Table) -> sql.HeadBlend:
+    engine.register("head_scores", head)
+    stats = engine.fetch(sql.engagement_stats_sql(engagement)).to_pylist()[0]
+    values = head.column("head_score").to_numpy()
+    return sql.HeadBlend(engagement_weight=1.0 - cfg.head_weight, head_weight=cfg.head_weight,
+                         engagement_mean=float(stats["mean"] or 0.0), engagement_sd=float(stats["sd"] or 0.0),
+                         head_mean=float(values.mean()) if len(values) else 0.0,
+                         head_sd=float(values.std()) if len(values) else 0.0)
 
 
 def dropped_by_reason(cfg: SelectConfig, summary: dict[str, Any]) -> dict[str, int]:

@@ -4,6 +4,8 @@ names they read (scores, base, exact, uniq, near, kept, ranked, limits, ...) are
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 
 from photogenic.pipeline.core.config import SelectConfig
@@ -20,6 +22,8 @@ CANDIDATE_SCHEMA = pa.schema(
         pa.field("concept_rank", pa.int64()),  # 1 = most engaging kept row of its concept
         pa.field("dup_group", pa.string()),  # smallest key among the row's duplicates (itself if none)
         pa.field("dup_size", pa.int64()),  # rows in its duplicate group, itself included
+        pa.field("head_score", pa.float64()),  # the learnt head's score ([select] head), else null
+        pa.field("rank_score", pa.float64()),  # what ranked it: engagement, or its blend with the head
     ]
 )
 DROPPED_SCHEMA = pa.schema(
@@ -67,21 +71,49 @@ def stats_sql() -> str:
         FROM scores"""
 
 
-def base_sql(d: Dialect, engagement: str, seed: int) -> str:
+@dataclass(frozen=True)
+class HeadBlend:
+    """Ranking by `engagement_weight` z(engagement) + `head_weight` z(head score), the head's
+    scores coming from the registered table head_scores(key, head_score); a row without a head
+    score counts as the head's mean. The means and spreads are measured on the passed rows."""
+
+    engagement_weight: float
+    head_weight: float
+    engagement_mean: float
+    engagement_sd: float
+    head_mean: float
+    head_sd: float
+
+    def sql(self) -> str:
+        e = f"(engagement - {sql_double(self.engagement_mean)}) / {sql_double(self.engagement_sd or 1.0)}"
+        h = f"coalesce((head_score - {sql_double(self.head_mean)}) / {sql_double(self.head_sd or 1.0)}, {sql_double(0.0)})"
+        return f"{sql_double(self.engagement_weight)} * {e} + {sql_double(self.head_weight)} * {h}"
+
+
+def engagement_stats_sql(engagement: str) -> str:
+    return f"SELECT avg(e) AS mean, stddev_pop(e) AS sd FROM (SELECT {engagement} AS e FROM scores WHERE passed AND key IS NOT NULL) t"
+
+
+def base_sql(d: Dialect, engagement: str, seed: int, blend: HeadBlend | None = None) -> str:
     # Only the columns selection needs travel through the plan; the full score rows are joined
     # back for the few selected keys at the end (final_sql), so wide tables stay cheap.
+    # rank_score orders duplicates' keepers and the rows of a concept: engagement, or its blend
+    # with a learnt head (HeadBlend).
     concept = f"CASE WHEN concept IS NULL OR trim(concept) = '' THEN '{OTHER_CONCEPT}' ELSE concept END"
+    head = "h.head_score" if blend else "CAST(NULL AS DOUBLE)"
+    join = " LEFT JOIN head_scores h ON h.key = s.key" if blend else ""
     return f"""
-        SELECT key, sha256, phash, {concept} AS concept, {engagement} AS engagement,
-               {d.hash60(f"concat('{int(seed)}:rank:', key)")} AS tie
-        FROM scores WHERE passed AND key IS NOT NULL"""
+        SELECT b.*, {blend.sql() if blend else "engagement"} AS rank_score FROM (
+            SELECT s.key, s.sha256, s.phash, {concept} AS concept, {engagement} AS engagement,
+                   {head} AS head_score, {d.hash60(f"concat('{int(seed)}:rank:', s.key)")} AS tie
+            FROM scores s{join} WHERE s.passed AND s.key IS NOT NULL) b"""
 
 
 EXACT_GROUP = "coalesce(sha256, concat('#', key))"
 EXACT_SQL = f"""
     SELECT b.*,
-           row_number() OVER (PARTITION BY {EXACT_GROUP} ORDER BY engagement DESC, key) AS exact_rn,
-           first_value(key) OVER (PARTITION BY {EXACT_GROUP} ORDER BY engagement DESC, key) AS exact_keep,
+           row_number() OVER (PARTITION BY {EXACT_GROUP} ORDER BY rank_score DESC, key) AS exact_rn,
+           first_value(key) OVER (PARTITION BY {EXACT_GROUP} ORDER BY rank_score DESC, key) AS exact_keep,
            count(*) OVER (PARTITION BY {EXACT_GROUP}) AS exact_n,
            min(key) OVER (PARTITION BY {EXACT_GROUP}) AS exact_min
     FROM base b"""
@@ -112,8 +144,8 @@ REPEATED_PHASH_SQL = "SELECT phash AS p FROM uniq WHERE phash IS NOT NULL GROUP 
 NEAR_GROUP = "grp, grp_key"
 NEAR_SQL = f"""
     SELECT g.*,
-           row_number() OVER (PARTITION BY {NEAR_GROUP} ORDER BY engagement DESC, key) AS near_rn,
-           first_value(key) OVER (PARTITION BY {NEAR_GROUP} ORDER BY engagement DESC, key) AS near_keep,
+           row_number() OVER (PARTITION BY {NEAR_GROUP} ORDER BY rank_score DESC, key) AS near_rn,
+           first_value(key) OVER (PARTITION BY {NEAR_GROUP} ORDER BY rank_score DESC, key) AS near_keep,
            sum(exact_n) OVER (PARTITION BY {NEAR_GROUP}) AS dup_size,
            min(exact_min) OVER (PARTITION BY {NEAR_GROUP}) AS dup_group
     FROM (SELECT u.*, coalesce(m.root, u.phash) AS grp,
@@ -138,12 +170,12 @@ def ranked_sql(d: Dialect, cfg: SelectConfig, seed: int) -> str:
         h = d.hash60(f"concat('{int(seed)}:sample:', k.key)")
         sample = f" JOIN limits l ON k.concept = l.concept WHERE {h} < l.threshold"
     return f"""
-        SELECT k.*, row_number() OVER (PARTITION BY k.concept ORDER BY k.engagement DESC, k.tie, k.key)
+        SELECT k.*, row_number() OVER (PARTITION BY k.concept ORDER BY k.rank_score DESC, k.tie, k.key)
                AS concept_rank
         FROM kept k{sample}"""
 
 
-SELECTION_COLUMNS = ("concept", "engagement", "concept_rank", "dup_group", "dup_size")
+SELECTION_COLUMNS = ("concept", "engagement", "concept_rank", "dup_group", "dup_size", "head_score", "rank_score")
 
 
 def final_sql(cfg: SelectConfig) -> str:

@@ -26,6 +26,7 @@ from photogenic.pipeline.core.runio import (
 from photogenic.pipeline.core.storage import arrow_args, configure as configure_storage, is_remote
 from photogenic.pipeline.core.schema import SCORE_SCHEMA
 from photogenic.pipeline.core.summary import StageSummary, fingerprint, read_details, read_summary, write_summary
+from photogenic.pipeline.selection import head as select_head
 from photogenic.pipeline.selection.engines.base import Engine
 from photogenic.pipeline.selection.plan import SelectError, dropped_by_reason, execute_plan
 
@@ -114,10 +115,14 @@ def run_select(
     if target < 0:
         raise SelectError(f"target must be >= 0, got {target}")
     files = _score_files(run)
+    head_file = select_head.resolve(run, config)
+    input_fingerprint = _input_fingerprint(run, files)
+    if head_file is not None:  # a new head is new input
+        input_fingerprint = fingerprint([input_fingerprint, select_head.signature(head_file)])
     if is_complete(run.candidates) and not force:
         # Up to date unless the scores grew or were re-scored since (an incremental run).
         done = read_summary(run.candidates)
-        if done is None or done.input_fingerprint == _input_fingerprint(run, files):
+        if done is None or done.input_fingerprint == input_fingerprint:
             log.info("%s is complete; skipping (use --force to redo)", run.candidates)
             return {"skipped": True, **read_details(run.candidates)}
         log.info("%s was selected from other scores; selecting again", run.candidates)
@@ -128,13 +133,16 @@ def run_select(
     with publishing(run.candidates) as tmp:
         runner = _open_engine(engine, files, config, scratch, master, conf)
         try:
-            details, step_seconds = execute_plan(runner, cfg, target, seed, tmp)
+            head = select_head.scores_table(head_file, run) if head_file is not None else None
+            details, step_seconds = execute_plan(runner, cfg, target, seed, tmp, head)
         finally:
             runner.close()
             if not cfg.temp_directory:
                 shutil.rmtree(scratch, ignore_errors=True)
         details["engine"] = engine
-        write_summary(tmp, _stage_summary(cfg, details, _input_fingerprint(run, files)))
+        details["head"] = ({"file": str(head_file), "weight": cfg.head_weight, "scored_keys": head.num_rows}
+                           if head is not None else None)
+        write_summary(tmp, _stage_summary(cfg, details, input_fingerprint))
         mark_success(tmp)
         failpoint("select.before_publish")
     return {**details, "wall_s": round(time.perf_counter() - started, 3), "step_s": step_seconds}

@@ -77,6 +77,11 @@ class SelectConfig(Section):
     bayes_prior_rate: float | None = Field(None, ge=0, le=1)  # None: pooled rate of the input
     wilson_z: float = Field(1.96, gt=0)
     min_engagement: float | None = None
+    # A head learnt from review decisions blended into the ranking (pipeline/selection/head.py):
+    # "auto" (the latest review pass of this run that learnt one), a head file, or None
+    # (engagement alone). The blend is (1 - head_weight) z(engagement) + head_weight z(head).
+    head: str | None = None
+    head_weight: float = Field(0.5, ge=0.0, le=1.0)
     audit: bool = True  # write candidates/_dropped/ (key, reason, dup_of) for every dropped row
     memory_limit: str = "4GB"  # DuckDB; spills to temp_directory beyond it
     threads: int | None = Field(None, ge=1)  # DuckDB; None: all cores
