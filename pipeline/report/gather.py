@@ -586,9 +586,11 @@ def _pass_info(run: Run, review: ReviewPass) -> dict[str, Any]:
     info["quality"] = {
         path.stem: read_json(path)
         for path in sorted(pass_dir.glob("*.json"), key=lambda p: (order.get(p.stem, 9), p.name))
-        if not path.name.startswith(("_", "."))
+        if not path.name.startswith(("_", ".")) and path.name != "head.pth.json"
     }
     info["simulated"] = _is_simulated(info["quality"], run, review)
+    # The head learnt from this pass's decisions (annotation/head.py), if any.
+    info["head"] = read_json(pass_dir / "head.pth.json")
     return info
 
 

@@ -39,7 +39,7 @@ def resolve(run: RunDir, config: Config) -> Path | None:
         if not path.is_file():
             raise HeadError(f"[select] head {wanted}: no such file")
         return path
-    for name in reversed(config.review.pass_names):
+    for name in reversed(config.review.pass_names()):
         path = run.review(name) / HEAD_FILE
         if path.is_file():
             return path

@@ -81,5 +81,6 @@ class SparkEngine:
 def _spark_schema(schema: pa.Schema):
     from pyspark.sql import types as T
 
-    kinds = {pa.int64(): T.LongType(), pa.string(): T.StringType(), pa.large_string(): T.StringType()}
+    kinds = {pa.int64(): T.LongType(), pa.float64(): T.DoubleType(), pa.string(): T.StringType(),
+             pa.large_string(): T.StringType()}
     return T.StructType([T.StructField(f.name, kinds[f.type], True) for f in schema])
