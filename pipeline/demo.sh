@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole funnel on the sample pool: filter -> select -> the review passes of the config
-# (SIMULATED annotators in a real local Label Studio) -> export -> train (tiny model) -> eval ->
+# (SIMULATED annotators in a real local Label Studio; each pull learns a head from the decisions)
+# -> reject audit (SIMULATED auditors from the pool's ground truth) -> export -> train (tiny model) -> eval ->
 # A/B push, SIMULATED raters, pull -> report.
 # Called by `make demo`; rerunning it skips finished work.
 set -euo pipefail
@@ -27,6 +28,11 @@ for pass in $passes; do
   $PG review pull --run "$RUN" --pass $pass --config "$CONFIG"
 done
 $PG review status --run "$RUN" --config "$CONFIG"
+
+step "reject audit: a sample of every reject reason (+ passed control), SIMULATED auditors, estimates"
+$PG review audit push --run "$RUN" --config "$CONFIG"
+$PG review audit simulate --run "$RUN" --config "$CONFIG" --truth "$POOL/ground_truth.json"
+$PG review audit pull --run "$RUN" --config "$CONFIG"
 
 step "export: the last pass's keeps as webdataset + parquet manifest + imagefolder -> $RUN/export"
 $PG export --run "$RUN" --config "$CONFIG"
