@@ -12,6 +12,7 @@ CLIP model the embeddings carry no meaning, and neither does the head: its metad
 from __future__ import annotations
 
 import hashlib
+import math
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -87,7 +88,10 @@ def learn(run, pass_name: str, config: ReviewConfig, echo: Callable[[str], None]
     order = np.random.default_rng(cfg.seed).permutation(len(x))
     n_out = max(2, int(round(len(x) * cfg.val_fraction)))
     held, train = order[:n_out], order[n_out:]
-    head, fit = train_head(x[train], target[train], epochs=cfg.epochs, val_fraction=0.2, seed=cfg.seed)
+    batch = max(64, math.ceil(len(train) / 50))  # at most ~50 steps an epoch
+    epochs = max(1, min(cfg.epochs, cfg.max_steps // math.ceil(len(train) / batch)))
+    head, fit = train_head(x[train], target[train], epochs=epochs, batch_size=batch, val_fraction=0.2,
+                           seed=cfg.seed)
     from photogenic.filters.aesthetic import score_embeddings
 
     metrics = held_out_metrics(score_embeddings(head, x[held]), keep[held], target[held])

@@ -17,6 +17,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 PATH_FIELDS = {"source", "shard"}
+# Columns added after the baseline was recorded (issue 15: the head blend); null / equal to
+# engagement without a head, so they carry no behaviour of their own here.
+ADDED_FIELDS = {"head_score", "rank_score"}
 
 
 def _rounded(value):
@@ -32,7 +35,7 @@ def _rounded(value):
 def _rows_digest(rows: list[dict]) -> str:
     h = hashlib.sha256()
     for row in sorted(rows, key=lambda r: str(r.get("key"))):
-        clean = {k: _rounded(v) for k, v in row.items() if k not in PATH_FIELDS}
+        clean = {k: _rounded(v) for k, v in row.items() if k not in PATH_FIELDS and k not in ADDED_FIELDS}
         h.update(json.dumps(clean, sort_keys=True, default=repr).encode() + b"\n")
     return h.hexdigest()
 
@@ -50,7 +53,7 @@ def _tar_digest(path: Path) -> str:
         for member in tar.getmembers():
             data = tar.extractfile(member).read()
             if member.name.endswith(".json"):
-                record = {k: _rounded(v) for k, v in json.loads(data).items() if k not in PATH_FIELDS}
+                record = {k: _rounded(v) for k, v in json.loads(data).items() if k not in PATH_FIELDS and k not in ADDED_FIELDS}
                 data = json.dumps(record, sort_keys=True).encode()
             h.update(member.name.encode() + b"\0" + hashlib.sha256(data).digest())
     return h.hexdigest()
@@ -81,7 +84,8 @@ def fingerprint(run: Path, export: Path) -> dict:
             "scores": _rows_digest(_table_rows(run / "scores")),
         },
         "select": {
-            "counts": {k: v for k, v in select.items() if k not in ("engine",) and not isinstance(v, float)},
+            "counts": {k: v for k, v in select.items() if k not in ("engine",) and not isinstance(v, float)
+                       and not (k == "head" and v is None)},
             "candidates": _rows_digest(_table_rows(run / "candidates")),
             "dropped": _rows_digest(dropped),
         },

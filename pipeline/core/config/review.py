@@ -97,6 +97,9 @@ class HeadConfig(Section):
 
     enabled: bool = True  # after each pull, when RUN/embeddings holds the reviewed keys
     epochs: int = Field(200, ge=1)
+    # Optimiser steps at most: a 200K-image pass trains in larger batches and fewer epochs
+    # (minutes on a CPU), a small one in batches of 64 for `epochs`.
+    max_steps: int = Field(1000, ge=1)
     val_fraction: float = Field(0.25, gt=0, lt=1)  # held out for the AUC / correlation
     seed: int = 0
     min_labels: int = Field(20, ge=4)  # fewer decided images than this: no head

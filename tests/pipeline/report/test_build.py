@@ -44,7 +44,7 @@ def test_empty_run_dir_gives_a_page_that_says_nothing_ran(tmp_path):
     run = tmp_path / "empty-run"
     run.mkdir()
     html = build_report(run).read_text()
-    assert html.count('data-present="false"') == 7
+    assert html.count('data-present="false"') == 8  # the reject audit's section too
     assert "filter not run yet" in html
 
 
