@@ -28,6 +28,7 @@ import logging
 import math
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -124,9 +125,7 @@ def draw_sample(run, config: Config) -> pa.Table:
     return _conform(table, SAMPLE_SCHEMA)
 
 
-def _conform(table, schema: pa.Schema) -> pa.Table:
-    if hasattr(table, "read_all"):
-        table = table.read_all()
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.table({f.name: table.column(f.name).cast(f.type) for f in schema}, schema=schema)
 
 
@@ -168,8 +167,7 @@ def push(run, client: Client, config: Config, echo: Callable[[str], None] = prin
     write_parquet_atomic(sample, out / "sample.parquet")
     write_parquet_atomic(pa.table({"key": pa.array(list(final), pa.string()),
                                    "task_id": pa.array(list(final.values()), pa.int64())}), out / "tasks.parquet")
-    strata = {s: int(n) for s, n in zip(*np.unique(sample.column("stratum").to_numpy(zero_copy_only=False),
-                                                   return_counts=True))} if rows else {}
+    strata = dict(Counter(r["stratum"] for r in rows))
     result = {"project_id": project["id"], "sampled": len(rows), "strata": strata, "imported": imported.imported,
               "in_project": len(final), "unreadable": unreadable[:100], "seconds": round(time.monotonic() - t0, 2),
               "url": f"{client.url}/projects/{project['id']}/data"}

@@ -58,6 +58,7 @@ def held_out_metrics(pred: np.ndarray, keep: np.ndarray, target: np.ndarray) -> 
 
 def learn(run, pass_name: str, config: ReviewConfig, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit and save the pass's head; returns its metadata, or {"skipped": why}."""
+    from photogenic.filters.aesthetic import score_embeddings
     from photogenic.filters.aesthetic_cli import save_head, train_head
     from photogenic.filters.clip import read_embeddings
 
@@ -92,7 +93,6 @@ def learn(run, pass_name: str, config: ReviewConfig, echo: Callable[[str], None]
     epochs = max(1, min(cfg.epochs, cfg.max_steps // math.ceil(len(train) / batch)))
     head, fit = train_head(x[train], target[train], epochs=epochs, batch_size=batch, val_fraction=0.2,
                            seed=cfg.seed)
-    from photogenic.filters.aesthetic import score_embeddings
 
     metrics = held_out_metrics(score_embeddings(head, x[held]), keep[held], target[held])
     meaningless = bool(model and str(model).startswith("tiny-random"))
@@ -112,17 +112,11 @@ def learn(run, pass_name: str, config: ReviewConfig, echo: Callable[[str], None]
 
 def head_scores(head_file: Path, run, keys: list[str]) -> dict[str, float]:
     """key -> the head's score, for the keys with a saved embedding."""
-    from photogenic.filters.aesthetic import load_head, score_embeddings
-    from photogenic.filters.clip import read_embeddings
+    from photogenic.filters.aesthetic import score_saved_embeddings
 
-    run = RunDir.of(run)
-    emb_keys, vectors, _ = read_embeddings(run.embeddings)
-    index = {k: i for i, k in enumerate(emb_keys)}
-    have = [k for k in keys if k in index]
-    if not have:
-        return {}
-    scores = score_embeddings(load_head(head_file), vectors[[index[k] for k in have]])
-    return {k: float(v) for k, v in zip(have, scores)}
+    saved, scores, _ = score_saved_embeddings(head_file, RunDir.of(run).embeddings)
+    wanted = set(keys)
+    return {k: float(v) for k, v in zip(saved, scores) if k in wanted}
 
 
 def metadata(run, pass_name: str) -> dict[str, Any] | None:

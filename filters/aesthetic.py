@@ -167,3 +167,15 @@ class AestheticFilter(BaseFilter):
         if row["aesthetic_score"] < self.min_score:
             return f"aesthetic_score {row['aesthetic_score']:.2f} < {self.min_score}"
         return None
+
+
+def score_saved_embeddings(head_file: str | Path, embeddings: str | Path) -> tuple[list[str], np.ndarray, Any]:
+    """(keys, scores, head) of a head over embeddings saved by `photogenic filter --save-embeddings`."""
+    from photogenic.filters.clip import read_embeddings
+
+    keys, vectors, _ = read_embeddings(embeddings)
+    head = load_head(head_file)
+    if len(keys) and head.input_size != vectors.shape[1]:
+        raise ValueError(f"head {head_file} takes {head.input_size}-d embeddings, "
+                         f"{embeddings} holds {vectors.shape[1]}-d ones")
+    return keys, score_embeddings(head, vectors), head

@@ -12,7 +12,6 @@ import hashlib
 import logging
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from photogenic.pipeline.core.config import Config
@@ -48,18 +47,15 @@ def resolve(run: RunDir, config: Config) -> Path | None:
 
 def scores_table(path: Path, run: RunDir) -> pa.Table | None:
     """key -> head score for every saved embedding; None without embeddings."""
-    from photogenic.filters.aesthetic import load_head, score_embeddings
-    from photogenic.filters.clip import read_embeddings
+    from photogenic.filters.aesthetic import score_saved_embeddings
 
     if not run.embeddings.exists():
         log.warning("[select] head %s: no %s, ranking by engagement alone", path, run.embeddings)
         return None
-    keys, vectors, _ = read_embeddings(run.embeddings)
-    head = load_head(path)
-    if head.input_size != vectors.shape[1]:
-        raise HeadError(f"[select] head {path} takes {head.input_size}-d embeddings, "
-                        f"{run.embeddings} holds {vectors.shape[1]}-d ones")
-    scores = score_embeddings(head, vectors).astype(np.float64)
+    try:
+        keys, scores, _ = score_saved_embeddings(path, run.embeddings)
+    except ValueError as err:
+        raise HeadError(f"[select] head: {err}") from None
     return pa.table({"key": pa.array(keys, pa.string()), "head_score": pa.array(scores, pa.float64())},
                     schema=HEAD_SCHEMA)
 
