@@ -5,6 +5,7 @@ a human judgement; every output says so."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -200,20 +201,28 @@ def work_queues(client: Client, accounts: list[dict], project_id: int,
     submitted, per account."""
     if not accounts:
         return []
+    # Label Studio on SQLite has no SELECT ... FOR UPDATE: two /next calls at the same moment can
+    # both lock a task's last free slot, and the task ends with more annotations than its overlap
+    # (seen in CI: 21 answers where 20 were wanted). The annotators think in parallel; they take
+    # tasks and submit one at a time, and check that the task still wants them before submitting.
+    turn = threading.Lock()
     with ThreadPoolExecutor(len(accounts)) as pool:
         return list(pool.map(lambda i: work_queue(client, client.as_user(accounts[i]["token"]), accounts[i]["id"],
-                                                  project_id, lambda task: answer(i, task)),
+                                                  project_id, lambda task: answer(i, task), turn),
                              range(len(accounts))))
 
 
 def work_queue(admin: Client, user: Client, user_id: int, project_id: int,
-               answer: Callable[[dict], dict]) -> list[dict]:
+               answer: Callable[[dict], dict], turn: threading.Lock | None = None) -> list[dict]:
     """One simulated annotator's session: next task, answer, submit, until the queue is empty.
-    Returns the answers submitted."""
-    done, idle = [], 0
+    Returns the answers submitted. `turn`, shared by colleagues, makes taking and submitting one at
+    a time; a task that filled up meanwhile is left unanswered."""
+    turn = turn or threading.Lock()
+    done, idle, passed = [], 0, set()
     while True:
         try:
-            task = user.get(f"/api/projects/{project_id}/next")
+            with turn:
+                task = user.get(f"/api/projects/{project_id}/next")
         except LabelStudioError as err:
             if "HTTP 404" not in str(err):  # 404: "There are no tasks for <user>"
                 raise
@@ -222,9 +231,19 @@ def work_queue(admin: Client, user: Client, user_id: int, project_id: int,
             idle += 1  # a colleague's submission is half done: ask again in a moment
             time.sleep(min(2.0, 0.25 * idle))
             continue
+        if task["id"] in passed:  # served again though full: let the queue settle, as after a 404
+            if idle >= QUEUE_SETTLE_TRIES:
+                return done
+            idle += 1
+            time.sleep(min(2.0, 0.25 * idle))
+            continue
         idle = 0
         given = answer(task)
-        _submit(admin, user, user_id, task["id"], given)
+        with turn:
+            if not _wants(admin, task["id"], user_id):
+                passed.add(task["id"])
+                continue
+            _submit(admin, user, user_id, task["id"], given)
         done.append(given)
 
 
@@ -240,8 +259,21 @@ def _still_open(admin: Client, project_id: int, user_id: int) -> bool:
 
 
 def _answered(admin: Client, task_id: int, user_id: int) -> bool:
-    authors = [a.get("completed_by") for a in admin.get(f"/api/tasks/{task_id}/").get("annotations") or []]
-    return any((a.get("id") if isinstance(a, dict) else a) == user_id for a in authors)
+    return user_id in _authors(admin.get(f"/api/tasks/{task_id}/"))
+
+
+def _wants(admin: Client, task_id: int, user_id: int) -> bool:
+    """Whether the task still has a free slot (answers below its overlap) and none of them is this user's."""
+    task = admin.get(f"/api/tasks/{task_id}/")
+    authors = _authors(task)
+    return len(authors) < (task.get("overlap") or 1) and user_id not in authors
+
+
+def _authors(task: dict) -> list[int]:
+    """Who answered the task (gold answers and skips do not count towards its overlap)."""
+    return [a.get("completed_by", {}).get("id") if isinstance(a.get("completed_by"), dict) else a.get("completed_by")
+            for a in task.get("annotations") or []
+            if not a.get("ground_truth") and not a.get("was_cancelled")]
 
 
 def _submit(admin: Client, user: Client, user_id: int, task_id: int, answer: dict) -> None:
