@@ -9,6 +9,10 @@ POOL ?= sample_pool
 export JAVA_HOME ?= /usr/lib/jvm/java-17-openjdk-amd64
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON ?= $(abspath $(BIN)/python)
+# In a checkout, Label Studio's venv and data stay in the repository as before (a pip-installed
+# photogenic uses the user's cache / data dirs: annotation/server.py).
+export PHOTOGENIC_LS_VENV ?= $(abspath .venv-ls)
+export PHOTOGENIC_LS_DATA_DIR ?= $(abspath .cache/label-studio)
 
 .PHONY: setup demo test test-deps bench label-studio report sample-pool clean
 

@@ -32,10 +32,17 @@ import requests
 from photogenic.annotation import objectstore
 from photogenic.annotation import postgres as pg
 from photogenic.pipeline.core.config.review import ReviewConfig
+from photogenic.pipeline.core.storage import cache_root, data_root
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where a source checkout kept Label Studio before the user's cache / data dirs; still used when
+# present (and set explicitly by the Makefile through the variables below).
+LEGACY_VENV = REPO_ROOT / ".venv-ls"
+LEGACY_DATA_DIR = REPO_ROOT / ".cache" / "label-studio"
+VENV_ENV = "PHOTOGENIC_LS_VENV"
+DATA_DIR_ENV = "PHOTOGENIC_LS_DATA_DIR"
 HOST = "127.0.0.1"
 STATE_FILE = "photogenic-server.json"
 SECRETS_FILE = "photogenic-secrets.json"
@@ -64,11 +71,29 @@ class Connection:
 
 
 def data_dir(config: ReviewConfig) -> Path:
-    return Path(config.data_dir) if config.data_dir else REPO_ROOT / ".cache" / "label-studio"
+    """`[review] data_dir` / `--data-dir`, else PHOTOGENIC_LS_DATA_DIR, else a source checkout's
+    `.cache/label-studio` when it exists (where it was before), else the user's data dir
+    (`data_root()/label-studio`, ~/.local/share/photogenic/label-studio on Linux)."""
+    if config.data_dir:
+        return Path(config.data_dir)
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    if LEGACY_DATA_DIR.is_dir():
+        return LEGACY_DATA_DIR
+    return data_root() / "label-studio"
 
 
 def venv_dir(config: ReviewConfig) -> Path:
-    return Path(config.venv) if config.venv else REPO_ROOT / ".venv-ls"
+    """Label Studio's own virtualenv: `[review] venv`, else PHOTOGENIC_LS_VENV, else a source
+    checkout's `.venv-ls` when it exists (where it was before), else the user's cache dir
+    (`cache_root()/label-studio-venv`, ~/.cache/photogenic/label-studio-venv on Linux)."""
+    if config.venv:
+        return Path(config.venv)
+    if os.environ.get(VENV_ENV):
+        return Path(os.environ[VENV_ENV])
+    if LEGACY_VENV.is_dir():
+        return LEGACY_VENV
+    return cache_root() / "label-studio-venv"
 
 
 def postgres_dir(ddir: Path) -> Path:

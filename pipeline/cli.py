@@ -46,6 +46,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="photogenic", prog_name="photogenic",
+                      message="%(prog)s %(version)s")  # the installed distribution's version
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def cli(verbose: bool) -> None:
     """Photogenic: curate aesthetic quality-tuning sets (filter, select, review, export, train, eval)."""

@@ -28,10 +28,25 @@ class StorageError(OSError):
 
 
 def cache_root() -> Path:
-    """Local cache for copies of remote inputs (PHOTOGENIC_CACHE, else $XDG_CACHE_HOME/photogenic)."""
+    """Photogenic's local cache (copies of remote inputs, run locks, the sample pool's photos,
+    Label Studio's virtualenv): PHOTOGENIC_CACHE, else the user's cache dir from platformdirs
+    ($XDG_CACHE_HOME/photogenic, by default ~/.cache/photogenic, on Linux)."""
     if os.environ.get("PHOTOGENIC_CACHE"):
         return Path(os.environ["PHOTOGENIC_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "photogenic"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("photogenic", appauthor=False))
+
+
+def data_root() -> Path:
+    """Photogenic's local data that is not a cache (the local Label Studio's database and
+    secrets): PHOTOGENIC_DATA, else the user's data dir from platformdirs ($XDG_DATA_HOME/photogenic,
+    by default ~/.local/share/photogenic, on Linux)."""
+    if os.environ.get("PHOTOGENIC_DATA"):
+        return Path(os.environ["PHOTOGENIC_DATA"])
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("photogenic", appauthor=False))
 
 
 def store_errors() -> tuple[type[BaseException], ...]:

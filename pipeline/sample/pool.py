@@ -32,8 +32,9 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from photogenic.pipeline.sample import kinds
 from photogenic.pipeline.core.runio import mark_success, write_json_atomic
+from photogenic.pipeline.core.storage import cache_root
 
-CACHE = Path(".cache/photos")
+LEGACY_CACHE = Path(".cache/photos")  # where a checkout kept them before; used when it has them
 MATE = {  # file -> caption subject (concept keywords are in the subject)
     "nature/Aqua.jpg": "a water drop splashing in a pool",
     "nature/Blinds.jpg": "a green leaf with fine veins, plant detail",
@@ -65,8 +66,11 @@ MIN_CLEAN_SHARPNESS = 150.0  # crops flatter than this are not used as "clean" p
 
 
 def fetch_mate_backgrounds() -> Path | None:
-    """Unpack Debian's mate-backgrounds into .cache; None if Debian's registry is unreachable."""
-    root = CACHE / "mate"
+    """Unpack Debian's mate-backgrounds into the cache (`cache_root()/photos`, or an existing
+    `.cache/photos` of the working folder); None if Debian's registry is unreachable."""
+    root = LEGACY_CACHE / "mate"
+    if not (root / "nature").exists():
+        root = cache_root() / "photos" / "mate"
     if (root / "nature").exists():
         return root
     with tempfile.TemporaryDirectory() as tmp:
