@@ -109,6 +109,16 @@ def test_installed_wheel_runs_outside_the_repo(venv, sample_pool, tmp_path):
     out = _run([venv / "bin" / "photogenic", "--version"], cwd=work, env=env).stdout
     assert out.strip() == f"photogenic {version('photogenic')}"
 
+    # Label Studio's venv and data, and the cache, are in the user's dirs, not next to the package.
+    home = work / "home"
+    bare = {k: v for k, v in env.items() if not k.startswith(("PHOTOGENIC_", "XDG_"))} | {"HOME": str(home)}
+    places = _run([py, "-c", "from photogenic.annotation import server as s; "
+                   "from photogenic.pipeline.core.config.review import ReviewConfig as C; "
+                   "from photogenic.pipeline.core.storage import cache_root; "
+                   "print(s.venv_dir(C()), s.data_dir(C()), cache_root())"], cwd=work, env=bare).stdout.split()
+    assert places == [str(home / ".cache/photogenic/label-studio-venv"),
+                      str(home / ".local/share/photogenic/label-studio"), str(home / ".cache/photogenic")]
+
     config = work / "cheap.toml"
     config.write_text(CHEAP_CONFIG)
     run = work / "run"
