@@ -29,8 +29,13 @@ class Sample:
     def file_name(self) -> str:
         return f"{self.name}.{self.ext}"
 
-    def record_json(self) -> bytes:
-        return json.dumps(self.record, sort_keys=True, default=json_default).encode()
+    def tar_json(self, image: dict[str, Any]) -> bytes:
+        """The .json member of the tar formats: the record with `image` (what the tar stores)
+        under `export`, and no null values. `datasets` types the json column from the first few
+        samples; a field null there and set later fails the whole load, an absent one does not
+        (the manifest keeps every column, nulls included)."""
+        record = {**self.record, "export": {**self.record.get("export", {}), "image": image}}
+        return json.dumps(drop_nulls(record), sort_keys=True, default=json_default).encode()
 
 
 @dataclass
@@ -62,6 +67,15 @@ def make_sample(key: str, data: bytes, score: dict[str, Any], decision: dict[str
     return Sample(key=key, data=data, record=sample_record(key, score, decision, stage, split),
                   text=caption_for(score, decision), split=split, name=safe_name(key),
                   ext=image_extension(data, score.get("format")))
+
+
+def drop_nulls(value: Any) -> Any:
+    """`value` without None entries in its dicts, at any depth (list items are kept)."""
+    if isinstance(value, dict):
+        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_nulls(v) for v in value]
+    return value
 
 
 def json_default(value: Any) -> Any:

@@ -1,10 +1,16 @@
 """`photogenic export`: the curated set as webdataset shards, a parquet manifest and an imagefolder.
 
 Reads the keep decisions of a review pass (or all candidates), joins them to their score rows,
-copies each image from the pool byte for byte (by its `source`) and writes, atomically:
+reads each image from the pool (by its `source`) and writes, atomically (docs/export.md):
 
-    OUT/webdataset/{train,validation}-NNNNN.tar   KEY.<ext>, KEY.txt, KEY.json per sample
-    OUT/imagefolder/{train,validation}/           images + metadata.jsonl (file_name, text)
+    OUT/webdataset/{train,validation}-NNNNN.tar   KEY.jpg, KEY.txt, KEY.json per sample (JPEG
+                                                  bytes as they are, other formats encoded as
+                                                  JPEG: export/images.py)
+    OUT/wids/{train,validation}.json              the shard lists wids reads
+    OUT/imagefolder/{train,validation}/           the original bytes + metadata.jsonl (file_name,
+                                                  text, key)
+    OUT/img2dataset/{train,validation}/           NNNNN.tar + NNNNN.parquet + NNNNN_stats.json
+                                                  (only when listed in `[export] formats`)
     OUT/manifest.parquet                          one row per exported image
     OUT/lineage.json                              config, thresholds, models, versions, counts,
                                                   sha256 of every exported file
@@ -41,6 +47,7 @@ from photogenic.pipeline.core.storage import as_path, configure as configure_sto
 from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.core.config.review import export_sources
 from photogenic.pipeline.export.curated import ExportError, load_curated, load_score_rows
+from photogenic.pipeline.export.images import ImageError, tar_image
 from photogenic.pipeline.export.lineage import (
     LINEAGE,
     build_lineage,
@@ -67,6 +74,9 @@ __all__ = ["ExportError", "ExportResult", "export_run", "verify_export", "export
 SKIP_NO_SCORE = "no_score_row"
 SKIP_UNREADABLE = "unreadable_source"
 SKIP_CHANGED = "bytes_changed"
+SKIP_UNDECODABLE = "undecodable_image"
+# The formats that store a .jpg per sample (images.tar_image).
+TAR_FORMATS = ("webdataset", "img2dataset")
 
 
 @dataclass
@@ -104,6 +114,12 @@ def write_samples(run: RunDir, stage: str, config, root: Path) -> Written:
             skipped.append(data)
             continue
         sample = make_sample(key, data, scores[key], decisions[key], stage, splits[key])
+        if any(w.format in TAR_FORMATS for w in writers):
+            try:  # before any writer stores the sample: one that cannot be encoded is a skip
+                tar_image(sample, config)
+            except ImageError as err:
+                skipped.append(Skip(key, SKIP_UNDECODABLE, str(err)))
+                continue
         manifest.add(sample, {w.format: w.write(sample) for w in writers})
         failpoint("export.sample")
     if not len(manifest):
@@ -189,7 +205,8 @@ def verify_export(out: str | Path) -> list[str]:
 @click.option("--verify", "verify_only", is_flag=True,
               help="Only re-hash an existing export against its lineage.json.")
 def export_cmd(run_dir, stage, out_dir, config_path, force, verify_only) -> None:
-    """Export the curated set: webdataset shards, parquet manifest, imagefolder, lineage."""
+    """Export the curated set: webdataset shards, parquet manifest, imagefolder, lineage
+    (docs/export.md)."""
     from photogenic.pipeline.core.config import ConfigError, load_config
 
     out = as_path(out_dir) if out_dir else RunDir.of(run_dir).export

@@ -10,18 +10,30 @@ from photogenic.pipeline.core.config.base import Section
 
 # The export formats there are: each name is a module pipeline/export/writers/NAME.py whose
 # `Writer` writes that format. A new format is one such module plus its name here.
-EXPORT_FORMATS = ("webdataset", "imagefolder")
+EXPORT_FORMATS = ("webdataset", "imagefolder", "img2dataset")
+# What an export writes when `[export] formats` is not set (img2dataset is asked for by name).
+DEFAULT_EXPORT_FORMATS = ("webdataset", "imagefolder")
 
 
 class ExportConfig(Section):
     # Share of curated keys held out (by a hash of the key) for validation and early stopping.
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     split_salt: str = ""  # change to draw a different (still deterministic) split
-    shard_size: int = Field(1000, ge=1)  # samples per webdataset tar
+    shard_size: int = Field(1000, ge=1)  # samples per tar (webdataset and img2dataset)
     # Formats written next to manifest.parquet and lineage.json (which are always written).
-    formats: list[str] = Field(default_factory=lambda: list(EXPORT_FORMATS))
+    formats: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPORT_FORMATS))
     # The older switch for one format, kept working: `imagefolder = false` drops it from formats.
     imagefolder: bool = True
+    # Images in the tar formats. "jpg": every sample has one image member, KEY.jpg, so
+    # `datasets`, NeMo Curator and img2dataset readers see every row; JPEG bytes are copied as
+    # they are, other formats (PNG, WebP, ...) are encoded once as JPEG at `jpeg_quality`
+    # with full-resolution colour (4:4:4). "original": each image's own bytes under its own
+    # extension (lossless, but `datasets` then reads the rows of one image format only).
+    # The imagefolder always keeps the original bytes (the trainer reads that one).
+    tar_images: Literal["jpg", "original"] = "jpg"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+    # A wids (webdataset's indexed reader) shard list per split: wids/SPLIT.json.
+    wids_index: bool = True
 
     @field_validator("formats")
     @classmethod

@@ -70,16 +70,29 @@ def _score_row(key: str, path: Path, fmt: str, caption: str, size: tuple[int, in
     return row
 
 
-def make_fake_run(root: str | Path, long_side: int = 96) -> Path:
-    """Write `root/pool/*.jpg|png` and `root/run/{scores,candidates,review}`; returns the run."""
+POOL_EXTS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+
+
+def make_fake_run(root: str | Path, long_side: int = 96,
+                  formats: dict[str, tuple[str, str]] | None = None) -> Path:
+    """Write `root/pool/*.jpg|png` and `root/run/{scores,candidates,review}`; returns the run.
+    `formats`: photo name -> (format, Pillow mode) for pools mixing more formats (WEBP, RGBA)."""
     root = Path(root)
     pool, run = root / "pool", root / "run"
     pool.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, aspect, fmt, caption in PHOTOS:
         im = _photo(name, aspect, long_side)
-        path = pool / f"{name}.{'jpg' if fmt == 'JPEG' else 'png'}"
-        im.save(path, fmt, quality=90) if fmt == "JPEG" else im.save(path, fmt)
+        fmt, mode = (formats or {}).get(name, (fmt, "RGB"))
+        if mode == "RGBA":  # a transparent left half
+            alpha = Image.new("L", im.size, 255)
+            alpha.paste(0, (0, 0, im.width // 2, im.height))
+            im = im.convert("RGBA")
+            im.putalpha(alpha)
+        elif mode != "RGB":
+            im = im.convert(mode)
+        path = pool / f"{name}.{POOL_EXTS[fmt]}"
+        im.save(path, fmt, quality=90) if fmt in ("JPEG", "WEBP") else im.save(path, fmt)
         rows.append(_score_row(f"img-{name}", path, fmt, caption, im.size))
     scores = pa.Table.from_pylist(rows, schema=SCORE_SCHEMA)
     (run / "scores").mkdir(parents=True)
@@ -97,7 +110,7 @@ def make_fake_run(root: str | Path, long_side: int = 96) -> Path:
     keys = [r["key"] for r in rows]
     _decisions(run / "review" / "pass1", keys, set())
     _decisions(run / "review" / "pass2", keys, {f"img-{n}" for n in DROPPED_IN_PASS2})
-    (pool / f"{MISSING_FILE}.jpg").unlink()
+    next(pool.glob(f"{MISSING_FILE}.*")).unlink()
     return run
 
 

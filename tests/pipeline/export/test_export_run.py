@@ -52,7 +52,7 @@ def test_imagefolder_loads_in_datasets_with_captions(exported):
     assert sum(len(split) for split in whole.values()) == len(curated_keys())
 
 
-def test_webdataset_holds_every_curated_key_once_byte_for_byte(exported):
+def test_webdataset_holds_every_curated_key_once(exported):
     import webdataset as wds
 
     run, out = exported
@@ -62,8 +62,12 @@ def test_webdataset_holds_every_curated_key_once_byte_for_byte(exported):
     for sample in wds.WebDataset(shards, shardshuffle=False):
         record = json.loads(sample["json"])
         seen.append(record["key"])
-        image_ext = next(k for k in sample if k in ("jpg", "png", "webp"))
-        assert sample[image_ext] == Path(sources[record["key"]]).read_bytes()
+        source = Path(sources[record["key"]])
+        # One image key for every sample: JPEGs byte for byte, the PNGs encoded as JPEG.
+        assert not {"png", "webp"} & set(sample)
+        assert (sample["jpg"] == source.read_bytes()) == (source.suffix == ".jpg")
+        assert record["export"]["image"] == {"ext": "jpg", "source_ext": source.suffix[1:],
+                                             "transcoded": source.suffix != ".jpg"}
         assert sample["txt"].decode() == record["caption"]
         assert record["decision"]["keep"] is True and record["decision"]["votes"] == 3
         assert record["export"]["split"] in ("train", "validation")
@@ -72,10 +76,15 @@ def test_webdataset_holds_every_curated_key_once_byte_for_byte(exported):
     assert len(seen) == len(set(seen))
 
 
-def test_png_keeps_its_real_extension(exported):
+def test_png_is_jpg_in_the_tars_and_png_in_the_imagefolder(exported):
     _, out = exported
     names = {m for p in (out / "webdataset").glob("*.tar") for m in tarfile.open(p).getnames()}
-    assert "img-colorwheel.png" in names and "img-astronaut.jpg" in names
+    assert "img-colorwheel.jpg" in names and "img-astronaut.jpg" in names
+    assert not [n for n in names if n.endswith(".png")]
+    assert list((out / "imagefolder").glob("*/img-colorwheel.png"))
+    manifest = {r["key"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    assert manifest["img-colorwheel"]["wds_transcoded"] is True
+    assert manifest["img-astronaut"]["wds_transcoded"] is False
 
 
 def test_manifest_and_lineage(exported):

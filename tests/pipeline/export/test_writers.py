@@ -28,7 +28,7 @@ SAMPLES = [_sample(i, "validation" if i == 2 else "train") for i in range(5)]
 def test_every_known_format_has_a_writer():
     for name in EXPORT_FORMATS:
         assert writer_class(name).format == name
-    with pytest.raises(ValueError, match="known formats: webdataset, imagefolder"):
+    with pytest.raises(ValueError, match="known formats: webdataset, imagefolder, img2dataset"):
         writer_class("tfrecord")
 
 
@@ -38,7 +38,12 @@ def test_webdataset_writer_shards_by_split_and_reports_its_tars(tmp_path):
     report = writer.close()
     assert report.rows == 5
     assert report.files == ["webdataset/train-00000.tar", "webdataset/train-00001.tar",
-                            "webdataset/validation-00000.tar"]
+                            "webdataset/validation-00000.tar", "wids/train.json",
+                            "wids/validation.json"]
+    wids = json.loads((tmp_path / "wids" / "train.json").read_text())
+    assert wids == {"wids_version": 1,
+                    "shardlist": [{"url": "../webdataset/train-00000.tar", "nsamples": 2},
+                                  {"url": "../webdataset/train-00001.tar", "nsamples": 2}]}
     assert [loc["wds_shard"] for loc in located] == [
         "webdataset/train-00000.tar", "webdataset/train-00000.tar",
         "webdataset/validation-00000.tar", "webdataset/train-00001.tar",
@@ -48,7 +53,9 @@ def test_webdataset_writer_shards_by_split_and_reports_its_tars(tmp_path):
         assert sorted(tar.getnames()) == ["k3.jpg", "k3.json", "k3.txt", "k4.jpg", "k4.json", "k4.txt"]
         assert {m.mtime for m in tar.getmembers()} == {0}  # reproducible bytes
         assert tar.extractfile("k3.jpg").read() == b"image 3"
-        assert json.loads(tar.extractfile("k3.json").read()) == {"key": "k3", "i": 3}
+        assert json.loads(tar.extractfile("k3.json").read()) == {
+            "key": "k3", "i": 3,
+            "export": {"image": {"ext": "jpg", "source_ext": "jpg", "transcoded": False}}}
 
 
 def test_imagefolder_writer_writes_images_and_metadata(tmp_path):
@@ -66,15 +73,36 @@ def test_imagefolder_writer_writes_images_and_metadata(tmp_path):
 
 
 def test_formats_key_and_the_older_imagefolder_switch():
-    assert Config().export.selected_formats == ["webdataset", "imagefolder"]
+    assert Config().export.selected_formats == ["webdataset", "imagefolder"]  # not img2dataset
+    assert parse_config({"export": {"formats": ["img2dataset"]}}).export.selected_formats == [
+        "img2dataset"]
     assert parse_config({"export": {"imagefolder": False}}).export.selected_formats == ["webdataset"]
     only = parse_config({"export": {"formats": ["imagefolder"]}}).export
     assert [w.format for w in open_writers(Path("."), only)] == ["imagefolder"]
     with pytest.raises(ConfigError, match="unknown export format.*'tfrecord'.*known formats: "
-                                          "webdataset, imagefolder"):
+                                          "webdataset, imagefolder, img2dataset"):
         parse_config({"export": {"formats": ["webdataset", "tfrecord"]}})
     with pytest.raises(ConfigError, match="no export format left"):
         parse_config({"export": {"formats": ["imagefolder"], "imagefolder": False}})
+
+
+def test_img2dataset_writer_numbers_keys_like_img2dataset(tmp_path):
+    writer = writer_class("img2dataset")(tmp_path, ExportConfig(shard_size=2))
+    located = [writer.write(s) for s in SAMPLES]
+    report = writer.close()
+    assert report.rows == 5
+    # shard_size 2: one digit for the sample (img2dataset's ceil(log10(2))), five for the shard.
+    assert [loc["i2d_key"] for loc in located] == ["000000", "000001", "000000", "000010",
+                                                   "000011"]
+    assert located[3]["i2d_shard"] == "img2dataset/train/00001.tar"
+    assert report.files == sorted(
+        f"img2dataset/{split}/{n:05d}{suffix}" for split, shards in (("train", 2), ("validation", 1))
+        for n in range(shards) for suffix in (".tar", ".parquet", "_stats.json"))
+    rows = pq.read_table(tmp_path / "img2dataset" / "train" / "00001.parquet").to_pylist()
+    assert [(r["key"], r["photogenic_key"], r["caption"]) for r in rows] == [
+        ("000010", "k3", "caption 3"), ("000011", "k4", "caption 4")]
+    stats = json.loads((tmp_path / "img2dataset" / "validation" / "00000_stats.json").read_text())
+    assert stats["count"] == stats["successes"] == 1
 
 
 def test_export_with_webdataset_only(tmp_path):
