@@ -1,7 +1,11 @@
 """CLIP embeddings (computed once per image, shared) and the CLIP image-text score filter.
 
 `ClipEmbedder` wraps an open_clip model. `pretrained` is an open_clip tag (open_clip downloads it
-on machines that reach the hub) or a local checkpoint path. Missing weights are an error naming
+on machines that reach the hub) or a local checkpoint path. The model name may also carry its own
+weights, as open_clip's schemas: `hf-hub:ORG/REPO` (config and weights from a Hugging Face Hub repo,
+fetched on first use) or `local-dir:/path` (a folder holding open_clip_config.json and the weights,
+e.g. open_clip_model.safetensors or open_clip_pytorch_model.bin: works offline); those take no
+`pretrained`. Missing weights are an error naming
 what is missing, never a silent fallback to random weights. The one exception is the built-in
 model `tiny-random` (filters/data/tiny-random.json: a 2-layer ViT and text transformer, random
 weights from a fixed seed, 768-d embeddings like ViT-L/14 so LAION aesthetic heads fit): it runs
@@ -11,7 +15,9 @@ concept filters and every cascade in a worker share one model and one embedding 
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,6 +52,74 @@ class MissingWeights(FileNotFoundError):
     """CLIP weights that were asked for cannot be found or fetched."""
 
 
+HF_HUB, LOCAL_DIR = "hf-hub:", "local-dir:"  # open_clip's model-name schemas
+LOCAL_DIR_CONFIG = "open_clip_config.json"
+# The weight files open_clip looks for in a local-dir: folder (open_clip/factory.py
+# _find_checkpoint_in_dir takes any *.safetensors, *.bin or *.pth, these first).
+LOCAL_DIR_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                     "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth")
+_HUB_REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def model_schema(model: str) -> tuple[str | None, str]:
+    """("hf-hub" | "local-dir" | None, the rest of the name)."""
+    if model.startswith(HF_HUB):
+        return "hf-hub", model[len(HF_HUB):]
+    if model.startswith(LOCAL_DIR):
+        return "local-dir", model[len(LOCAL_DIR):]
+    return None, model
+
+
+def _check_schema_model(model: str, pretrained: str | None) -> None:
+    schema, ident = model_schema(model)
+    if pretrained:
+        raise ValueError(f"[filters.clip] model {model!r} brings its own weights: leave pretrained unset "
+                         f"(got {pretrained!r})")
+    if schema == "hf-hub":  # checked by form only: the hub is reached when the model loads
+        if not _HUB_REPO.match(ident):
+            raise ValueError(f"[filters.clip] {model!r} is not hf-hub:ORG/REPO (a Hugging Face Hub repo "
+                             "with open_clip_config.json and weights)")
+        return
+    folder = Path(ident)
+    if not ident or not folder.is_dir():
+        raise MissingWeights(f"[filters.clip] CLIP model folder not found: {ident or '(empty)'} ({model})")
+    config = folder / LOCAL_DIR_CONFIG
+    if not config.is_file():
+        raise MissingWeights(f"[filters.clip] {folder} has no {LOCAL_DIR_CONFIG} (an open_clip model folder "
+                             f"holds it and the weights, e.g. {LOCAL_DIR_WEIGHTS[0]})")
+    try:
+        if "model_cfg" not in json.loads(config.read_text()):
+            raise ValueError("no 'model_cfg' key")
+    except ValueError as err:
+        raise ValueError(f"[filters.clip] {config} is not an open_clip config: {err}") from None
+    # open_clip would build the model with random weights when the folder has none: refuse.
+    if not any(p.suffix in (".safetensors", ".bin", ".pth") and p.is_file() for p in folder.iterdir()):
+        raise MissingWeights(f"[filters.clip] {folder} has no CLIP weights (expected one of "
+                             f"{', '.join(LOCAL_DIR_WEIGHTS)})")
+
+
+def model_config(model: str) -> dict[str, Any]:
+    """open_clip's model config (embed_dim, vision_cfg, text_cfg) for a model name."""
+    import open_clip
+
+    _register_tiny()
+    schema, ident = model_schema(model)
+    if schema == "local-dir":
+        return json.loads((Path(ident) / LOCAL_DIR_CONFIG).read_text())["model_cfg"]
+    if schema == "hf-hub":
+        from open_clip.factory import _get_hf_config
+
+        try:
+            return _get_hf_config(ident)["model_cfg"]
+        except Exception as err:
+            raise MissingWeights(f"[filters.clip] cannot read the config of {model}: {type(err).__name__}: {err}. "
+                                 "Without access to the hub, save the model to a folder and use local-dir:PATH") from err
+    config = open_clip.get_model_config(model)
+    if config is None:
+        raise ValueError(f"[filters.clip] unknown open_clip model {model!r}")
+    return config
+
+
 def _register_tiny() -> None:
     import open_clip
 
@@ -58,12 +132,16 @@ def check_weights(model: str, pretrained: str | None) -> None:
     import open_clip
 
     _register_tiny()
+    if model_schema(model)[0] is not None:
+        _check_schema_model(model, pretrained)
+        return
     if model == TINY_RANDOM:
         if pretrained:
             raise ValueError(f"[filters.clip] model 'tiny-random' takes no pretrained weights (got {pretrained!r})")
         return
     if model not in open_clip.list_models():
-        raise ValueError(f"[filters.clip] unknown open_clip model {model!r}; e.g. ViT-B-32, ViT-L-14, or 'tiny-random'")
+        raise ValueError(f"[filters.clip] unknown open_clip model {model!r}; e.g. ViT-B-32, ViT-L-14, 'tiny-random', "
+                         "hf-hub:ORG/REPO or local-dir:/path/to/open_clip/folder")
     if not pretrained:
         raise MissingWeights(
             f"[filters.clip] model {model!r} needs weights: set pretrained to an open_clip tag "
@@ -96,6 +174,7 @@ def load_model(model: str, pretrained: str | None, device: str):
         net = net.to(device)
     else:
         try:
+            # A schema name (hf-hub:, local-dir:) brings its config and weights; pretrained is None.
             net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained, device=device)
         except Exception as err:
             raise MissingWeights(
@@ -127,18 +206,12 @@ class ClipEmbedder:
 
     @property
     def image_size(self) -> int:
-        import open_clip
-
-        _register_tiny()
-        size = open_clip.get_model_config(self.model_name)["vision_cfg"]["image_size"]
+        size = model_config(self.model_name)["vision_cfg"]["image_size"]
         return max(size) if isinstance(size, (list, tuple)) else int(size)
 
     @property
     def dim(self) -> int:
-        import open_clip
-
-        _register_tiny()
-        return int(open_clip.get_model_config(self.model_name)["embed_dim"])
+        return int(model_config(self.model_name)["embed_dim"])
 
     def setup(self) -> None:
         if self.model is None:
@@ -217,6 +290,8 @@ def embedding_batch(samples: list[Sample], model_label: str) -> pa.RecordBatch:
 
 
 def model_label(embedder: ClipEmbedder) -> str:
+    if model_schema(embedder.model_name)[0] is not None:  # the name says where the weights are
+        return embedder.model_name
     return f"{embedder.model_name}/{embedder.pretrained or 'random'}"
 
 
@@ -253,6 +328,7 @@ class ClipFilter(BaseFilter):
     histograms: ClassVar[tuple[Histogram, ...]] = (Histogram("clip_score", "clip_score", (("min_score", "min_score"),)),)
 
     class Config(FilterConfig):
+        # An open_clip model name, or hf-hub:ORG/REPO / local-dir:/path (which bring their weights).
         model: str = "tiny-random"
         pretrained: str | None = None  # open_clip tag or a local checkpoint path
         min_score: float | None = None  # None: scored, not thresholded

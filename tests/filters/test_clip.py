@@ -107,3 +107,50 @@ def test_a_local_checkpoint_path_loads_real_weights(clip_filter, tmp_path):
     assert not loaded.meaningless
     expected = clip_filter.embedder.embed_images([photo("coffee")])
     assert np.allclose(loaded.embed_images([photo("coffee")]), expected, atol=1e-6)
+
+
+def test_a_local_dir_model_loads_offline(clip_filter, tmp_path, monkeypatch):
+    """open_clip's `local-dir:/path` name: a folder with open_clip_config.json and the weights
+    (here the tiny-random model saved as open_clip_model.safetensors), no hub needed."""
+    import json
+
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    config = json.loads(clip.TINY_CONFIG.read_text())
+    (folder / clip.LOCAL_DIR_CONFIG).write_text(json.dumps({"model_cfg": config, "preprocess_cfg": {}}))
+    with pytest.raises(MissingWeights, match="no CLIP weights"):  # never silently random weights
+        ClipEmbedder(model=f"local-dir:{folder}")
+    state = {k: v.contiguous() for k, v in clip_filter.embedder.model.state_dict().items()}
+    save_file(state, folder / "open_clip_model.safetensors")
+    name = f"local-dir:{folder}"
+    f = ClipFilter(model=name)
+    f.setup()
+    assert not f.meaningless and f.embedder.dim == 768 and f.pixel_size == 64
+    expected = clip_filter.embedder.embed_images([photo("coffee")])
+    assert np.allclose(f.embedder.embed_images([photo("coffee")]), expected, atol=1e-6)
+    texts = f.embedder.embed_texts([CAPTIONS["coffee"]])
+    assert np.allclose(texts, clip_filter.embedder.embed_texts([CAPTIONS["coffee"]]), atol=1e-6)
+    assert model_label(f.embedder) == name
+    with pytest.raises(MissingWeights, match="not found"):
+        ClipEmbedder(model=f"local-dir:{tmp_path / 'nothing'}")
+    with pytest.raises(ValueError, match="leave pretrained unset"):
+        ClipEmbedder(model=name, pretrained="laion2b_s34b_b79k")
+
+
+def test_hf_hub_names_pass_validation_without_loading():
+    # Checked by form only (no network here): the hub is reached when the model loads.
+    from photogenic.pipeline.core.config import parse_config
+
+    name = "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
+    clip.check_weights(name, None)
+    f = ClipFilter(model=name, min_score=0.2)
+    assert f.embedder.model is None and f.rejects
+    assert parse_config({"filters": {"clip": {"model": name}}}).filters.clip.model == name
+    for bad in ("hf-hub:", "hf-hub:no-slash", "hf-hub:a/b/c"):
+        with pytest.raises(ValueError, match="hf-hub:ORG/REPO"):
+            clip.check_weights(bad, None)
+    with pytest.raises(ValueError, match="leave pretrained unset"):
+        clip.check_weights(name, "openai")
