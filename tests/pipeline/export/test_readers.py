@@ -280,3 +280,19 @@ def test_an_image_that_cannot_be_transcoded_is_a_recorded_skip(tmp_path):
     assert result.counts["exported"] == len(curated_keys()) - 1
     # Not half-written: neither in the imagefolder nor in the tars.
     assert not list((result.out / "imagefolder").glob("*/img-colorwheel.*"))
+
+
+def test_photogenic_pool_reader_takes_the_img2dataset_layout_back(mixed):
+    """The pool reader (pipeline/pool/tar.py) reads img2dataset output with its parquet
+    sidecars: an exported set can be the pool of another run."""
+    from photogenic.pipeline.pool.readers import discover_shards, read_shard
+
+    run, out = mixed
+    captions = {r["key"]: r["caption"] for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    rows = []
+    for split in ("train", "validation"):
+        for spec in discover_shards(out / "img2dataset" / split):
+            rows += [r for batch in read_shard(spec) for r in batch.to_pylist()]
+    assert len(rows) == len(curated_keys())
+    assert all(r["image"] and not r.get("read_error") for r in rows)
+    assert sorted(r["caption"] for r in rows) == sorted(captions.values())
