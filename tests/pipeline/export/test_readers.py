@@ -1,7 +1,7 @@
 """An export of a pool mixing JPEG, PNG (one with transparency) and WebP, read back by the readers
 people use: `datasets` (webdataset and imagefolder builders), webdataset's `WebDataset`, wids,
 and the img2dataset layout (tar + parquet + _stats.json per shard). Every curated row must come
-back, with an image that decodes. Offline: `datasets` caches under a temp folder."""
+back, with an image that decodes. Offline: `datasets` caches under a temp folder (conftest.py)."""
 from __future__ import annotations
 
 import io
@@ -26,24 +26,6 @@ from tests.pipeline.export.fake_run import curated_keys, make_fake_run
 MIXED = {"chelsea": ("WEBP", "RGB"), "rocket": ("WEBP", "RGB"), "coffee": ("PNG", "RGBA"),
          "retina": ("PNG", "L")}
 SHARD_SIZE = 3  # several shards per split
-
-
-@pytest.fixture(scope="module")
-def hf_offline(tmp_path_factory):
-    """`datasets` offline, with its home and cache in a temp folder (nothing in ~/.cache)."""
-    mp = pytest.MonkeyPatch()
-    home = tmp_path_factory.mktemp("hf_home")
-    for name, value in {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(home),
-                        "HF_DATASETS_CACHE": str(home / "datasets")}.items():
-        mp.setenv(name, value)
-    import datasets
-
-    # `datasets` reads these at import; it may have been imported by an earlier test.
-    mp.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-    mp.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
-    mp.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets", raising=False)
-    yield home / "datasets"
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
