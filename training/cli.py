@@ -1,7 +1,7 @@
 """`photogenic train`: a thin CLI over `photogenic.training.trainer` (also runs under `accelerate launch`).
 
     photogenic train --data RUN/export --base-model BASE --out RUN/model [--max-steps N]
-                     [--resume] [--config FILE]
+                     [--resume] [--config FILE] [--state-dir DIR]
     photogenic train --make-tiny-base DIR
     accelerate launch --multi_gpu --num_processes 8 -m photogenic.training.cli --data ... --out ...
     torchrun --nproc_per_node 2 -m photogenic.training.cli ...   (several CPU processes, gloo)
@@ -37,14 +37,18 @@ def _train_config(config_path: str | None, out: Path, resume: bool, max_steps: i
 @click.option("--base-model", type=click.Path(file_okay=False),
               help="Local diffusers pipeline directory to fine-tune.")
 @click.option("--out", "out_dir",
-              help="Output: becomes a diffusers pipeline; state in OUT/training_state/. A path or a URL.")
+              help="Output: becomes a diffusers pipeline (+ the run's records in OUT/training_state/). "
+                   "A path or a URL.")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Override [train].max_steps.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Checkpoints, latent cache and tracker logs (never inside --out); default: "
+                   "OUT/../training_state/OUT-NAME, or on --resume where the run put them.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config.")
 @click.option("--make-tiny-base", "tiny_dir", type=click.Path(file_okay=False),
               help="Only write a tiny random-weight diffusers base model to this folder.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_cmd(data_dir, base_model, out_dir, max_steps, resume, config_path, tiny_dir,
+def train_cmd(data_dir, base_model, out_dir, max_steps, resume, state_dir, config_path, tiny_dir,
               quiet) -> None:
     """Quality-tune a latent-diffusion UNet on the curated export (Emu recipe, early stopping)."""
     from photogenic.pipeline.core.config import ConfigError
@@ -65,7 +69,8 @@ def train_cmd(data_dir, base_model, out_dir, max_steps, resume, config_path, tin
     try:
         work = local_output(out_dir)  # a URL --out trains in a local work folder, then uploads
         config = _train_config(config_path, work, resume, max_steps)
-        result = train(local_export(data_dir), base_model, work, config, resume=resume, progress=not quiet)
+        result = train(local_export(data_dir), base_model, work, config, resume=resume,
+                       progress=not quiet, state_dir=state_dir)
         if os.environ.get("RANK", "0") == "0":
             publish_output(work, out_dir)
     except (TrainError, ConfigError, OSError) as err:

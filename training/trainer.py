@@ -2,21 +2,32 @@
 
 `train(data_dir, base_model, out_dir, config)` fine-tunes the UNet of a local diffusers
 Stable-Diffusion-style directory; VAE and text encoder stay frozen. When it ends, `out_dir` is a
-diffusers pipeline directory holding the best checkpoint (EMA weights when EMA is on), with
-everything else under `out_dir/training_state/` (paths: ModelDir in pipeline/core/layout.py):
+diffusers pipeline directory holding the best checkpoint (EMA weights when EMA is on) plus the
+run's records; what only a resume needs lives OUTSIDE it, in the training-state folder
+(default OUT/../training_state/OUT-NAME/, e.g. RUN/training_state/model/; paths: ModelDir and
+TrainingStateDir in pipeline/core/layout.py), so shipping or uploading the model never ships
+optimizer state or the latent cache:
 
-    metrics.jsonl            one row per step: step, train_loss, lr (+ val_loss on evaluations)
-    run.json                 config, data, base model, devices, effective batch
-    cache/                   latents and caption embeddings, encoded once
-    checkpoints/step-N/      unet, ema, optimizer, lr scheduler, grad scaler, trainer state
-    latest.json              which checkpoint to resume from (written after the checkpoint)
-    best-N/                  the best weights so far (diffusers UNet folder), best.json points to it
-    result.json, _SUCCESS    how the run ended
+    OUT/training_state/      the records (ship with the model; eval and the report read them)
+        run.json             config, data, base model, devices, effective batch, state folder
+        metrics.jsonl        one row per step: step, train_loss, lr (+ val_loss on evaluations)
+        best.json            the best step and its validation loss
+        best-N/              while training: the best weights so far (diffusers UNet folder);
+                             becomes OUT/unet when the run ends
+        result.json, _SUCCESS  how the run ended
+    STATE/checkpoints/step-N/  accelerate `save_state`: UNet, optimizer, grad scaler, RNG states,
+                             and (register_for_checkpointing) the trainer's state, the LR
+                             scheduler and the EMA; FSDP/DeepSpeed shard it their way
+    STATE/latest.json        which checkpoint to resume from (written after the checkpoint)
+    STATE/cache/             latents and caption embeddings, encoded once
+    STATE/logs/              tracker logs (`report_to`: tensorboard, wandb)
 
 Exact resume: everything random in a step (batch choice, noise, timesteps, caption dropout) is
 drawn from generators seeded by (seed, step, micro-batch, process), not from a global RNG, so a
-resumed run recomputes exactly the draws an uninterrupted run makes. With the optimiser, LR
-scheduler, EMA and grad scaler restored, kill + resume reproduces an uninterrupted run.
+resumed run recomputes exactly the draws an uninterrupted run makes. With `load_state` restoring
+the optimiser, LR scheduler, EMA and grad scaler, kill + resume reproduces an uninterrupted run
+bit for bit. Checkpoints are built under a temp name and renamed into place, then latest.json
+is rewritten, so a kill at any moment leaves a loadable latest checkpoint.
 """
 from __future__ import annotations
 
@@ -29,8 +40,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from photogenic.pipeline.core.layout import TRAINING_STATE, ModelDir
-from photogenic.pipeline.core.runio import mark_success, publishing, read_json, write_json_atomic
+from photogenic.pipeline.core.layout import TRAINING_STATE, ModelDir, TrainingStateDir
+from photogenic.pipeline.core.runio import (mark_success, publishing, read_json, replace_dir,
+                                            write_json_atomic)
 from photogenic.pipeline.core.summary import StageSummary, write_summary
 from photogenic.pipeline.core.config.training import TrainConfig
 from photogenic.training.data import (
@@ -52,7 +64,9 @@ STATE = TRAINING_STATE  # training/cli.py finds a run's state by it
 RESUME_FIXED = ("batch_size", "micro_batch_size", "noise_offset", "learning_rate", "lr_scheduler",
                 "lr_warmup_steps", "adam_beta1", "adam_beta2", "adam_weight_decay",
                 "adam_epsilon", "use_ema", "ema_decay", "caption_dropout", "seed", "resolution",
-                "bucket_step", "max_aspect", "validation_timesteps", "validation_seed")
+                "bucket_step", "max_aspect", "validation_timesteps", "validation_seed",
+                "buckets", "snr_gamma")
+CHECKPOINT_INFO = "trainer_state.json"  # a readable copy of the trainer's state in a checkpoint
 
 
 class TrainError(RuntimeError):
@@ -82,6 +96,31 @@ def step_generator(*parts: int):
     return torch.Generator("cpu").manual_seed(seed)
 
 
+class RunState:
+    """The trainer's own state (step, best so far, early-stopping counters). Registered with
+    `accelerator.register_for_checkpointing`, so save_state / load_state carry it."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"json": json.dumps(self.values)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = json.loads(state["json"])
+
+
+def _tracker_config(config: TrainConfig) -> dict[str, Any]:
+    # Trackers (tensorboard hparams) take scalars only.
+    out = {}
+    for key, value in config.model_dump(mode="json").items():
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+    return out
+
+
 def _resolve_precision(setting: str, device_type: str) -> str:
     import torch
 
@@ -97,13 +136,24 @@ def _resolve_precision(setting: str, device_type: str) -> str:
 
 class Trainer:
     def __init__(self, data_dir: str | Path, base_model: str | Path, out_dir: str | Path,
-                 config: TrainConfig, resume: bool = False, progress: bool = True):
+                 config: TrainConfig, resume: bool = False, progress: bool = True,
+                 state_dir: str | Path | None = None):
         self.data_dir, self.base_model = Path(data_dir), Path(base_model)
         self.out_dir = Path(out_dir)
         self.model_dir = ModelDir(self.out_dir)
-        self.state_dir = self.model_dir.training_state
+        self.records = self.model_dir.training_state  # ships with the model
         self.config, self.resume, self.progress = config, resume, progress
+        self.state = TrainingStateDir(self._state_root(state_dir))  # never ships
         self._check_dirs()
+
+    def _state_root(self, state_dir: str | Path | None) -> Path:
+        if state_dir is not None:
+            return Path(state_dir)
+        saved = read_json(self.model_dir.run_info, strict=True) if self.resume else None
+        # A resume finds the state where the run put it (unless the run folder moved since).
+        if saved and saved.get("state_dir") and Path(saved["state_dir"]).is_dir():
+            return Path(saved["state_dir"])
+        return self.model_dir.state.root
 
     # -- setup --
 
@@ -121,17 +171,35 @@ class Trainer:
         if not has_state and self.model_dir.model_index.exists():
             raise TrainError(f"{self.out_dir} already holds a model that this trainer did not "
                              "write; choose another --out")
+        if self.resume and ((self.records / "checkpoints").exists()
+                            or (self.records / "latest.json").exists()):
+            raise TrainError(f"{self.out_dir} was trained by an older version of the trainer "
+                             "(checkpoints inside the model folder, not accelerate states): it "
+                             "cannot be resumed; start a new run in another --out")
+        state_root = self.state.root.resolve()
+        if self.out_dir.resolve() in (state_root, *state_root.parents):
+            raise TrainError(f"the training state folder {self.state.root} must be outside "
+                             f"the model folder {self.out_dir} (it must not ship with the model)")
 
     def _setup(self) -> None:
         import torch
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import (ProjectConfiguration, is_tensorboard_available,
+                                      is_wandb_available, set_seed)
 
         cfg = self.config
         cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
         device_type = "cpu" if cpu else "cuda"
+        try:
+            self.trackers = cfg.trackers({"tensorboard": bool(is_tensorboard_available()),
+                                          "wandb": bool(is_wandb_available())})
+        except ValueError as err:
+            raise TrainError(str(err)) from None
+        project = ProjectConfiguration(project_dir=str(self.state.root),
+                                       logging_dir=str(self.state.logs))
         self.accelerator = Accelerator(
-            mixed_precision=_resolve_precision(cfg.mixed_precision, device_type), cpu=cpu)
+            mixed_precision=_resolve_precision(cfg.mixed_precision, device_type), cpu=cpu,
+            log_with=self.trackers or None, project_config=project)
         acc = self.accelerator
         set_seed(cfg.seed)
         world = acc.num_processes
@@ -169,14 +237,20 @@ class Trainer:
         if self.weight_dtype != torch.float32:
             self.text_encoder.to(dtype=self.weight_dtype)
         unet.train()
+        if cfg.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_factor * 2 ** (len(unet.config.block_out_channels) - 1)
         self.resolution = cfg.resolution or unet.config.sample_size * self.vae_factor
         self.ema = None
+        # offload_ema: the EMA lives in CPU memory and visits the device for each update.
+        self.ema_device = torch.device("cpu") if cfg.offload_ema else acc.device
         if cfg.use_ema:
-            self.ema = EMAModel(unet.parameters(), decay=cfg.ema_decay,
+            self.ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, foreach=cfg.foreach_ema,
                                 model_cls=UNet2DConditionModel, model_config=unet.config)
-            self.ema.to(acc.device)
+            self.ema.to(self.ema_device)
+            if cfg.offload_ema and acc.device.type == "cuda":
+                self.ema.pin_memory()
         optimizer = torch.optim.AdamW(
             unet.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
             weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
@@ -187,17 +261,28 @@ class Trainer:
                                           num_warmup_steps=cfg.lr_warmup_steps,
                                           num_training_steps=cfg.max_steps)
         self.unet, self.optimizer = acc.prepare(unet, optimizer)
+        # save_state / load_state carry these too (custom_checkpoint_0, 1, 2: a fixed order).
+        self.run_state = RunState()
+        acc.register_for_checkpointing(self.run_state, self.lr_scheduler)
+        if self.ema is not None:
+            acc.register_for_checkpointing(self.ema)
         self.encoder = Encoder(self.vae, self.text_encoder, self.tokenizer, acc.device)
 
     def _load_data(self) -> None:
         cfg = self.config
         step = cfg.bucket_step or (64 if self.resolution >= 512 else self.size_multiple)
-        if step % self.size_multiple:
+        if cfg.bucket_sizes:  # listed sizes ("512x512,576x448,..."), diffusers/SimpleTuner style
+            bad = [f"{w}x{h}" for w, h in cfg.bucket_sizes
+                   if w % self.size_multiple or h % self.size_multiple]
+            if bad:
+                raise TrainError(f"buckets {', '.join(bad)}: sides must be multiples of "
+                                 f"{self.size_multiple} for this model (VAE and UNet downsampling)")
+        elif step % self.size_multiple:
             raise TrainError(f"bucket_step {step} must be a multiple of {self.size_multiple} "
                              "(VAE and UNet downsampling)")
         try:
             splits = read_examples(self.data_dir)
-            self.buckets = make_buckets(self.resolution, step, cfg.max_aspect)
+            self.buckets = cfg.bucket_sizes or make_buckets(self.resolution, step, cfg.max_aspect)
         except DataError as err:
             raise TrainError(str(err)) from None
         self.train_set, self.val_set = splits["train"], splits["validation"]
@@ -211,7 +296,7 @@ class Trainer:
         self.groups = assign_buckets(self.train_set, self.buckets)
         self.stream = BatchStream(self.groups, cfg.micro_batch_size, cfg.seed)
         fingerprint = cache_fingerprint(str(self.base_model), self.resolution, self.buckets)
-        self.cache = LatentCache(self.model_dir.latent_cache, fingerprint)
+        self.cache = LatentCache(self.state.latent_cache, fingerprint)
 
     def _fill_cache(self) -> None:
         acc = self.accelerator
@@ -242,7 +327,8 @@ class Trainer:
         pixels = torch.stack([load_pixels(examples[i].path, bucket) for i in indices])
         return self.encoder.latents(pixels), self.encoder.text([examples[i].text for i in indices])
 
-    def _diffusion_loss(self, latents, texts, noise, timesteps, unet=None):
+    def _diffusion_loss(self, latents, texts, noise, timesteps, unet=None, snr_gamma=None):
+        import torch
         import torch.nn.functional as F
 
         sched = self.noise_scheduler
@@ -253,7 +339,20 @@ class Trainer:
             target = noise
         with self.accelerator.autocast():
             pred = (unet or self.unet)(noisy, timesteps, texts).sample
-        return F.mse_loss(pred.float(), target.float())
+        if snr_gamma is None:
+            return F.mse_loss(pred.float(), target.float())
+        # Min-SNR-gamma weighting, as diffusers' examples/text_to_image/train_text_to_image.py:
+        # per-sample MSE x min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (v-prediction).
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(sched, timesteps)
+        weights = torch.stack([snr, snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+        if sched.config.prediction_type == "v_prediction":
+            weights = weights / (snr + 1)
+        else:
+            weights = weights / snr
+        loss = F.mse_loss(pred.float(), target.float(), reduction="none")
+        return (loss.mean(dim=list(range(1, loss.ndim))) * weights).mean()
 
     def _micro_step(self, step: int, micro: int):
         import torch
@@ -275,7 +374,7 @@ class Trainer:
             texts = texts.clone()
             texts[drop.to(texts.device)] = self.empty_text.to(texts.dtype)
         return self._diffusion_loss(latents, texts, noise.to(acc.device),
-                                    timesteps.to(acc.device))
+                                    timesteps.to(acc.device), snr_gamma=cfg.snr_gamma)
 
     def _train_step(self, step: int) -> float:
         acc, cfg = self.accelerator, self.config
@@ -293,7 +392,12 @@ class Trainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
+            offload = cfg.offload_ema and self.ema_device != acc.device
+            if offload:
+                self.ema.to(acc.device, non_blocking=True)
             self.ema.step(self.unet.parameters())
+            if offload:
+                self.ema.to(self.ema_device, non_blocking=True)
         return total
 
     # -- validation --
@@ -351,62 +455,58 @@ class Trainer:
 
     # -- checkpoints --
 
-    def _checkpoint_dir(self, step: int) -> Path:
-        return self.model_dir.checkpoint(step)
-
     def save_checkpoint(self, step: int, state: dict[str, Any]) -> None:
-        import torch
-        from safetensors.torch import save_file
+        """`accelerator.save_state` into a temp folder, renamed into place, then latest.json.
 
+        Every process writes its part (its RNG state; FSDP/DeepSpeed shards) into the same temp
+        folder; the main process publishes it once all are done."""
         acc = self.accelerator
+        self.run_state.values = dict(state)
+        final = self.state.checkpoint(step)
+        tmp = final.with_name(f".{final.name}.tmp-save")  # one name on every process
         acc.wait_for_everyone()
         if acc.is_main_process:
-            unet = acc.unwrap_model(self.unet)
-
-            def write(tmp: Path) -> None:
-                save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()},
-                          tmp / "unet.safetensors")
-                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-                torch.save(self.lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-                if self.ema is not None:
-                    torch.save(self.ema.state_dict(), tmp / "ema.pt")
-                if acc.scaler is not None:
-                    torch.save(acc.scaler.state_dict(), tmp / "scaler.pt")
-                (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
-
-            final = self._checkpoint_dir(step)
-            with publishing(final) as tmp:
-                write(tmp)
-            write_json_atomic({"checkpoint": final.name, "step": step},
-                              self.model_dir.latest)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            (tmp / CHECKPOINT_INFO).write_text(json.dumps(state, indent=2))
+            replace_dir(tmp, final)
+            write_json_atomic({"checkpoint": final.name, "step": step}, self.state.latest)
             self._prune_checkpoints()
         acc.wait_for_everyone()
 
     def _prune_checkpoints(self) -> None:
-        folder = self.model_dir.checkpoints
+        folder = self.state.checkpoints
         done = sorted(p for p in folder.iterdir() if p.name.startswith("step-"))
         for old in done[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        import torch
-        from safetensors.torch import load_file
+    def _clear_stale_state(self) -> None:
+        """A fresh run in a state folder an earlier run left (its model folder deleted): drop
+        that run's checkpoints and logs; the latent cache stays (its names say what it holds)."""
+        if not self.accelerator.is_main_process:
+            return
+        if self.state.latest.exists() or self.state.checkpoints.exists():
+            log.warning("starting a new run: removing the old checkpoints in %s", self.state.root)
+        self.state.latest.unlink(missing_ok=True)
+        for folder in (self.state.checkpoints, self.state.logs):
+            shutil.rmtree(folder, ignore_errors=True)
 
-        latest = read_json(self.model_dir.latest, strict=True)
+    def load_checkpoint(self) -> dict[str, Any]:
+        latest = read_json(self.state.latest, strict=True)
         if latest is None:
             return {}
-        folder = self.model_dir.checkpoints / latest["checkpoint"]
-        acc = self.accelerator
-        acc.unwrap_model(self.unet).load_state_dict(load_file(folder / "unet.safetensors"))
-        device = acc.device
-        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location=device))
-        self.lr_scheduler.load_state_dict(torch.load(folder / "lr_scheduler.pt"))
-        if self.ema is not None:
-            self.ema.load_state_dict(torch.load(folder / "ema.pt", map_location=device))
-            self.ema.to(device)
-        if acc.scaler is not None and (folder / "scaler.pt").exists():
-            acc.scaler.load_state_dict(torch.load(folder / "scaler.pt"))
-        return json.loads((folder / "trainer_state.json").read_text())
+        folder = self.state.checkpoints / latest["checkpoint"]
+        if not folder.is_dir():
+            raise TrainError(f"{self.state.latest} names {folder}, which is missing: the "
+                             "training state is incomplete; start a new run")
+        self.accelerator.load_state(str(folder))
+        if self.ema is not None:  # load_state reads onto the CPU
+            self.ema.to(self.ema_device)
+        return dict(self.run_state.values)
 
     def save_best(self, step: int, val_loss: float | None) -> None:
         acc = self.accelerator
@@ -419,7 +519,7 @@ class Trainer:
             best = self.model_dir.best_weights(step).name
             write_json_atomic({"dir": best, "step": step, "val_loss": val_loss,
                                "ema": self.ema is not None}, self.model_dir.best)
-            for old in self.state_dir.glob("best-*"):
+            for old in self.records.glob("best-*"):
                 if old.name != best and old.is_dir():
                     shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -430,6 +530,9 @@ class Trainer:
         if self.accelerator.is_main_process:
             with open(self.model_dir.metrics, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+        if self.trackers:
+            values = {k: v for k, v in row.items() if k != "step" and v is not None}
+            self.accelerator.log(values, step=row["step"])
 
     def _truncate_metrics(self, step: int) -> None:
         # Rows past the checkpoint belong to steps the resumed run redoes.
@@ -447,8 +550,8 @@ class Trainer:
         saved = read_json(run_json, strict=True)
         data_fingerprint = self._data_fingerprint()
         if saved is not None:
-            old = saved["config"]
-            changed = [k for k in RESUME_FIXED if old.get(k) != getattr(self.config, k)]
+            old, new = saved["config"], self.config.model_dump(mode="json")
+            changed = [k for k in RESUME_FIXED if old.get(k) != new.get(k)]
             if changed:
                 raise TrainError(f"--resume with a config that differs from the run's in "
                                  f"{changed}; that would not continue the same run")
@@ -460,6 +563,8 @@ class Trainer:
             "config": self.config.model_dump(mode="json"),
             "data_dir": str(self.data_dir.resolve()),
             "base_model": str(self.base_model.resolve()),
+            "state_dir": str(self.state.root.resolve()),
+            "trackers": self.trackers,
             "devices": self.accelerator.num_processes,
             "mixed_precision": self.accelerator.mixed_precision,
             "gradient_accumulation": self.accum,
@@ -483,13 +588,29 @@ class Trainer:
         return h.hexdigest()[:16]
 
     def run(self) -> TrainResult:
+        self.records.mkdir(parents=True, exist_ok=True)
+        self.state.root.mkdir(parents=True, exist_ok=True)
+        self._setup()
+        try:
+            return self._run()
+        finally:
+            if self.trackers:
+                self.accelerator.end_training()
+
+    def _run(self) -> TrainResult:
         from tqdm import tqdm
 
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._setup()
+        if not self.resume:
+            self._clear_stale_state()
         self._write_run_info()
         self._fill_cache()
         cfg, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            for stale in self.state.checkpoints.glob(".step-*"):  # a killed save's temp folder
+                shutil.rmtree(stale, ignore_errors=True)
+        acc.wait_for_everyone()
+        if self.trackers:
+            acc.init_trackers(cfg.tracker_project, config=_tracker_config(cfg))
         state = self.load_checkpoint() if self.resume else {}
         step = state.get("step", 0)
         self._truncate_metrics(step)
@@ -557,10 +678,17 @@ class Trainer:
                              str(self.model_dir.metrics))
         if acc.is_main_process:
             best = read_json(self.model_dir.best, strict=True)
-            write_pipeline(self.base_model, self.state_dir / best["dir"], self.out_dir)
+            best_dir = self.records / best["dir"]
+            if best_dir.is_dir():
+                write_pipeline(self.base_model, best_dir, self.out_dir)
+                # Now OUT/unet: the model folder keeps one copy of the weights.
+                shutil.rmtree(best_dir)
+            elif not self.model_dir.model_index.exists():
+                raise TrainError(f"the best weights {best_dir} are missing and {self.out_dir} "
+                                 "holds no pipeline; start a new run")
             write_json_atomic(asdict(result), self.model_dir.result)
             write_summary(self.out_dir, self._stage_summary(result))
-            mark_success(self.state_dir)
+            mark_success(self.records)
         acc.wait_for_everyone()
         return result
 
@@ -603,10 +731,13 @@ def write_pipeline(base_model: Path, unet_dir: Path, out_dir: Path) -> None:
 
 def train(data_dir: str | Path, base_model: str | Path, out_dir: str | Path,
           config: TrainConfig | None = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, state_dir: str | Path | None = None) -> TrainResult:
     """Quality-tune `base_model` on the export in `data_dir`; `out_dir` becomes the new model.
 
-    On a finished run, `resume=True` only rewrites the output pipeline (nothing left to train)
+    `state_dir`: where checkpoints, the latent cache and tracker logs go (outside `out_dir`);
+    None: ModelDir(out_dir).state (OUT/../training_state/OUT-NAME), or on a resume wherever
+    the run put them. On a finished run, `resume=True` changes nothing (nothing left to train)
     unless `config.max_steps` was raised.
     """
-    return Trainer(data_dir, base_model, out_dir, config or TrainConfig(), resume, progress).run()
+    return Trainer(data_dir, base_model, out_dir, config or TrainConfig(), resume, progress,
+                   state_dir).run()

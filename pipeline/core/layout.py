@@ -7,6 +7,7 @@
     RUN/review/media/      images materialised for Label Studio
     RUN/export/            export: webdataset/, imagefolder/, manifest.parquet, lineage.json
     RUN/model/, RUN/eval/, RUN/report/
+    RUN/training_state/model/  what resuming the training of RUN/model needs (not the model)
 
 Stages take a RunDir (or a path, through `RunDir.of`) and ask it for paths; nothing else joins
 run-relative string literals.
@@ -139,8 +140,12 @@ METADATA = "metadata.jsonl"  # an imagefolder split's captions and keys, one JSO
 
 @dataclass(frozen=True)
 class ModelDir:
-    """A diffusers pipeline folder (RUN/model, a base model) and, for a model this project
-    trained, the trainer's state under it (see training/trainer.py)."""
+    """A diffusers pipeline folder (RUN/model, a base model). For a model this project trained it
+    also holds the run's records in `training_state/` (run.json, metrics.jsonl, best.json,
+    result.json: small files that ship with the model; eval and the report read them) and, while
+    training, the best weights so far (best-N/, removed once the pipeline is written). What only a
+    resume needs (accelerate checkpoints with optimizer state, the latent cache, tracker logs)
+    lives outside it, in a TrainingStateDir (`state`), so shipping the model never ships that."""
 
     root: Path
 
@@ -154,6 +159,7 @@ class ModelDir:
 
     @property
     def training_state(self) -> Path:
+        """The run's records (they ship with the model)."""
         return self.root / TRAINING_STATE
 
     @property
@@ -163,22 +169,6 @@ class ModelDir:
     @property
     def metrics(self) -> Path:
         return self.training_state / "metrics.jsonl"
-
-    @property
-    def latent_cache(self) -> Path:
-        return self.training_state / "cache"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.training_state / "checkpoints"
-
-    def checkpoint(self, step: int) -> Path:
-        return self.checkpoints / f"step-{step:06d}"
-
-    @property
-    def latest(self) -> Path:
-        """Which checkpoint to resume from."""
-        return self.training_state / "latest.json"
 
     def best_weights(self, step: int) -> Path:
         return self.training_state / f"best-{step:06d}"
@@ -191,6 +181,63 @@ class ModelDir:
     @property
     def result(self) -> Path:
         return self.training_state / "result.json"
+
+    @property
+    def state(self) -> "TrainingStateDir":
+        """Where the trainer keeps what a resume needs, by default: beside the model, never in
+        it (RUN/model -> RUN/training_state/model)."""
+        root = self.root if self.root.name else Path(self.root).resolve()
+        return TrainingStateDir(root.parent / TRAINING_STATE / root.name)
+
+    # The resume state's paths, for the default state folder.
+    @property
+    def latent_cache(self) -> Path:
+        return self.state.latent_cache
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.state.checkpoints
+
+    def checkpoint(self, step: int) -> Path:
+        return self.state.checkpoint(step)
+
+    @property
+    def latest(self) -> Path:
+        return self.state.latest
+
+
+@dataclass(frozen=True)
+class TrainingStateDir:
+    """What a training run needs to resume, outside the model folder (training/trainer.py):
+
+        checkpoints/step-N/   accelerate save_state: model, optimizer, RNG, scaler, EMA, LR
+                              scheduler and the trainer's own state (FSDP/DeepSpeed-aware)
+        latest.json           which checkpoint to resume from (written after the checkpoint)
+        cache/                latents and caption embeddings, encoded once
+        logs/                 tracker logs (tensorboard)
+    """
+
+    root: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}"
+
+    @property
+    def latest(self) -> Path:
+        """Which checkpoint to resume from."""
+        return self.root / "latest.json"
+
+    @property
+    def latent_cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,13 @@ def test_train_reads_the_export_from_s3_and_writes_the_model_there(s3_run, s3, t
     names = {p.removeprefix(model + "/") for p in fs.find(model)}
     assert {"model_index.json", "_SUCCESS"} <= names
     assert any(n.startswith("unet/") and n.endswith(".safetensors") for n in names)
-    assert not [n for n in names if n.startswith("training_state/cache/")]
+    # Only the model ships: its records in training_state/, never the training state (latent
+    # cache, checkpoints with optimizer state), which stays beside the local work folder.
+    assert {n for n in names if n.startswith("training_state/")} <= {
+        "training_state/run.json", "training_state/metrics.jsonl", "training_state/best.json",
+        "training_state/result.json"}
+    assert not [n for n in names if any(w in n for w in ("cache", "checkpoint", "optimizer", ".pkl"))]
+    work_state = list((tmp_path / "cache" / "models").glob("*/training_state/model"))
+    assert len(work_state) == 1 and list(work_state[0].glob("checkpoints/step-*/optimizer.bin"))
     cached = list((tmp_path / "cache" / "exports").glob("*/imagefolder/train/metadata.jsonl"))
     assert len(cached) == 1  # the export's images, copied once into the local cache

@@ -30,10 +30,21 @@ def make_tiny_set(root: Path) -> tuple[Path, Path]:
 
 
 def unet_weights(folder: Path) -> dict:
+    """A diffusers UNet folder's weights, or the model's in an accelerate checkpoint."""
     from safetensors.torch import load_file
 
-    path = folder / "diffusion_pytorch_model.safetensors"
-    return load_file(path if path.exists() else folder / "unet.safetensors")
+    for name in ("diffusion_pytorch_model.safetensors", "model.safetensors"):
+        if (folder / name).exists():
+            return load_file(folder / name)
+    raise FileNotFoundError(f"no UNet weights in {folder}")
+
+
+def checkpoint_ema(folder: Path) -> list:
+    """The EMA's shadow parameters in an accelerate checkpoint (registered last, after the
+    trainer's state and the LR scheduler)."""
+    import torch
+
+    return torch.load(folder / "custom_checkpoint_2.pkl", weights_only=False)["shadow_params"]
 
 
 def max_abs_diff(a: dict, b: dict) -> float:

@@ -13,6 +13,7 @@ from photogenic.pipeline.core.config.base import Section
 EXPORT_FORMATS = ("webdataset", "imagefolder", "img2dataset")
 # What an export writes when `[export] formats` is not set (img2dataset is asked for by name).
 DEFAULT_EXPORT_FORMATS = ("webdataset", "imagefolder")
+TRACKERS = ("tensorboard", "wandb")  # [train] report_to: accelerate trackers
 
 
 class ExportConfig(Section):
@@ -94,7 +95,89 @@ class TrainConfig(Section):
     validation_timesteps: int = Field(10, ge=1)  # evenly spaced over the schedule
     validation_seed: int = 1234
     checkpoint_every: int | None = None  # None: at every validation
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)  # older accelerate checkpoints are pruned
+    # Bucket sizes as "WxH" (diffusers/SimpleTuner style): "512x512,576x448,448x576" or a list;
+    # None: made from resolution, bucket_step and max_aspect. Sides: multiples of the model's
+    # downsampling (checked when the model is loaded).
+    buckets: list[str] | None = None
+    # Memory and speed; they do not change what is learnt.
+    gradient_checkpointing: bool = False  # recompute UNet activations in backward: less memory
+    offload_ema: bool = False  # keep the EMA weights in CPU memory, on the device only to update
+    foreach_ema: bool = False  # torch._foreach EMA updates (faster, more peak memory)
+    # Min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is the paper's value); None: plain MSE.
+    # The validation loss stays the plain MSE, so early stopping compares like with like.
+    snr_gamma: float | None = Field(None, gt=0)
+    # Trackers besides metrics.jsonl, through accelerate: "tensorboard", "wandb", both
+    # ("tensorboard,wandb" or a list), "none", or "auto" (tensorboard when it is installed).
+    report_to: list[str] = Field(default_factory=lambda: ["auto"])
+    tracker_project: str = "photogenic-train"  # accelerate init_trackers project name
+
+    @field_validator("buckets", mode="before")
+    @classmethod
+    def _parse_buckets(cls, value):
+        if value is None:
+            return None
+        items = [v for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
+        out = []
+        for item in items:
+            if isinstance(item, (list, tuple)) and len(item) == 2:
+                w, h = item
+            else:
+                text = str(item).strip().lower()
+                parts = text.split("x")
+                if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+                    raise ValueError(f"bucket {item!r} is not WIDTHxHEIGHT (e.g. 512x512)")
+                w, h = (int(p) for p in parts)
+            if int(w) < 8 or int(h) < 8 or int(w) % 8 or int(h) % 8:
+                raise ValueError(f"bucket {w}x{h}: sides must be multiples of 8, at least 8")
+            out.append(f"{int(w)}x{int(h)}")
+        if not out:
+            raise ValueError("buckets is empty: list at least one WIDTHxHEIGHT, or leave it unset")
+        if len(set(out)) != len(out):
+            raise ValueError(f"a bucket is listed twice in {','.join(out)}")
+        return out
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _parse_report_to(cls, value):
+        items = value.split(",") if isinstance(value, str) else list(value)
+        names = [str(v).strip().lower() for v in items if str(v).strip()] or ["none"]
+        unknown = [n for n in names if n not in TRACKERS + ("auto", "none", "all")]
+        if unknown:
+            raise ValueError(f"unknown tracker(s) {unknown}; known: {', '.join(TRACKERS)}, "
+                             "auto, all, none")
+        if len(names) > 1 and set(names) & {"auto", "none", "all"}:
+            raise ValueError(f"report_to {names}: auto, all and none stand alone")
+        return names
+
+    @model_validator(mode="after")
+    def _ema_options(self) -> "TrainConfig":
+        if (self.offload_ema or self.foreach_ema) and not self.use_ema:
+            raise ValueError("offload_ema / foreach_ema need use_ema = true")
+        return self
+
+    @property
+    def bucket_sizes(self) -> list[tuple[int, int]] | None:
+        """`buckets` as sorted (width, height) pairs."""
+        if self.buckets is None:
+            return None
+        return sorted(tuple(int(v) for v in b.split("x")) for b in self.buckets)
+
+    def trackers(self, available: dict[str, bool]) -> list[str]:
+        """The trackers to start, given which are installed; an asked-for one that is not
+        installed is an error (ValueError naming it)."""
+        names = self.report_to
+        if names == ["none"]:
+            return []
+        if names == ["auto"]:
+            return [n for n in ("tensorboard",) if available.get(n)]
+        if names == ["all"]:
+            return [n for n in TRACKERS if available.get(n)]
+        missing = [n for n in names if not available.get(n)]
+        if missing:
+            raise ValueError(f"[train] report_to names {missing}, which is not installed "
+                             f"(pip install {' '.join(missing)}), or set report_to = \"none\"")
+        return names
 
 
 class EvalConfig(Section):
