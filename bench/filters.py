@@ -14,6 +14,14 @@
    thresholds would reject of each clean kind (bench/technical.py).
 3. The Spark filter job (`photogenic.pipeline.filtering.job.run_filter`, local[*]) vs the same cascade in a plain
    Python loop: rows/s and their ratio.
+4. On the web-like pool (bench/webpool.py: the sample pool's photos remixed into the published shape
+   of web image-text pools, ~5K rows, cached under .cache/bench/), section `webpool`: model time per
+   input row (the cascade's own stage timers: header, decode, embedding and every filter) of the
+   static cascade, the adaptive one (`[job] adaptive`) and `score_all`, the three interleaved batch
+   by batch on the pool's first --web-rows rows, with their ratios and a check that static and
+   adaptive wrote identical rows. Section `webpool_spark`: the filter job on Spark local[2] over the
+   whole pool vs a plain loop (job.process_shard over the shards in one process: the same read,
+   cascade, parquet write and commit a Spark task does), rows/s and their ratio.
 Every number written is measured in this run; the machine's core count and load are recorded
 because a shared machine inflates all of them alike.
 """
@@ -42,7 +50,12 @@ from photogenic.pipeline.core.config import Config, parse_config  # noqa: E402
 from photogenic.pipeline.pool.readers import discover_shards, read_shard  # noqa: E402
 
 
-SECTIONS = ("technical", "per_filter", "clip_models", "cascade", "spark")
+SECTIONS = ("technical", "per_filter", "clip_models", "cascade", "spark", "webpool", "webpool_spark")
+# The filters of the Spark-vs-loop comparison on the web pool: the cheap checks. With OCR and the
+# NSFW model a pass over 5K rows takes ~20 min on the shared 2-core machine; the cheap set keeps
+# the per-row work small, so Spark's fixed and per-row overheads weigh more than they would with
+# the models (a stricter test of the ratio, not a measurement of it with the models).
+CHEAP_FILTERS = {name: {"enabled": False} for name in ("offensive", "ocr", "clip", "aesthetic", "concepts")}
 
 
 def pool_rows(pool: Path) -> list[dict]:
@@ -236,10 +249,107 @@ def spark_vs_loop(pool: Path, config: Config, loop: dict, tmp: Path) -> dict:
     }
 
 
+def _model_seconds(cascade: Cascade) -> float:
+    return sum(cascade.timings.values())
+
+
+def webpool_modes(batches, config: Config) -> dict:
+    """Static, adaptive and score_all on the same batches, the order of the three rotated batch by
+    batch so a shared machine's load drifts over all alike; model time is the cascade's stage timers."""
+    modes = {"static": Cascade(config, score_all=False, adaptive=False),
+             "adaptive": Cascade(config, score_all=False, adaptive=True),
+             "score_all": Cascade(config, score_all=True)}
+    totals = {m: {"wall": 0.0, "cpu": 0.0, "rows": 0, "passed": 0, "reasons": {}} for m in modes}
+    for cascade in modes.values():
+        cascade.setup()
+    names = list(modes)
+    identical = True
+    for i, batch in enumerate(batches):
+        outs = {}
+        for mode in names[i % 3:] + names[: i % 3]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            outs[mode] = modes[mode].process(batch)
+            totals[mode]["wall"] += time.perf_counter() - wall
+            totals[mode]["cpu"] += time.process_time() - cpu
+            totals[mode]["rows"] += outs[mode].num_rows
+            totals[mode]["passed"] += sum(outs[mode].column("passed").to_pylist())
+            for r in outs[mode].column("reject_reason").to_pylist():
+                totals[mode]["reasons"][r or "passed"] = totals[mode]["reasons"].get(r or "passed", 0) + 1
+        identical = identical and outs["static"].to_pylist() == outs["adaptive"].to_pylist()
+        print(f"    batch {i + 1}/{len(batches)}: model s static {_model_seconds(modes['static']):.1f}, adaptive "
+              f"{_model_seconds(modes['adaptive']):.1f}, score_all {_model_seconds(modes['score_all']):.1f}", flush=True)
+    out = {}
+    for m, t in totals.items():
+        c = modes[m]
+        out[m] = {**summarise_cascade(c, t["rows"], t["passed"], t["wall"], t["cpu"]),
+                  "model_seconds": round(_model_seconds(c), 3),
+                  "model_ms_per_input_row": round(1000 * _model_seconds(c) / t["rows"], 3),
+                  "reject_reasons": dict(sorted(t["reasons"].items())), "rejected_by_filter": dict(c.rejected)}
+        if c.adaptive:
+            out[m]["orders"] = dict(c.orders)
+    s, a, f = out["static"], out["adaptive"], out["score_all"]
+    out["ratios"] = {
+        "static_over_score_all_model_time": round(s["model_seconds"] / f["model_seconds"], 3),
+        "adaptive_over_score_all_model_time": round(a["model_seconds"] / f["model_seconds"], 3),
+        "adaptive_over_static_model_time": round(a["model_seconds"] / s["model_seconds"], 3),
+        "static_over_score_all_cpu": round(s["cpu_seconds"] / f["cpu_seconds"], 3),
+        "adaptive_over_static_cpu": round(a["cpu_seconds"] / s["cpu_seconds"], 3),
+    }
+    out["static_and_adaptive_rows_identical"] = identical
+    return out
+
+
+def loop_over_shards(pool: Path, config: Config, scores_dir: Path) -> dict:
+    """The plain runner: job.process_shard over every shard, in this process, one cascade."""
+    from photogenic.pipeline.filtering.job import process_shard
+
+    cascade = Cascade(config)
+    setup = time.perf_counter()
+    cascade.setup()
+    setup = time.perf_counter() - setup
+    start, cpu = time.perf_counter(), time.process_time()
+    rows = 0
+    for spec in discover_shards(pool, config.job.folder_shard_size):
+        rows += process_shard(spec, cascade, scores_dir, config.job.batch_rows)["rows"]
+    wall = time.perf_counter() - start
+    return {"rows": rows, "wall_seconds": round(wall, 3), "setup_seconds": round(setup, 3),
+            "cpu_seconds": round(time.process_time() - cpu, 3), "rows_per_s": round(rows / wall, 3)}
+
+
+def webpool_spark(pool: Path, config: Config, tmp: Path) -> dict:
+    from photogenic.pipeline.core.spark import get_spark
+    from photogenic.pipeline.filtering.job import run_filter
+
+    loop = loop_over_shards(pool, config, tmp / "loop" / "scores")
+    print(f"  loop: {loop['rows']} rows in {loop['wall_seconds']} s = {loop['rows_per_s']} rows/s", flush=True)
+    spark = get_spark(config, master="local[2]")
+    runs = {}
+    for label in ("cold", "warm"):  # cold: Python workers start and load the filters; warm: reused
+        out = tmp / f"spark-{label}"
+        start = time.perf_counter()
+        funnel = run_filter(pool, out, config, spark=spark, score_all=False)
+        runs[label] = {"wall_seconds": round(time.perf_counter() - start, 3), "rows": funnel["rows_in"],
+                       "passed": funnel["passed"]}
+        runs[label]["rows_per_s"] = round(funnel["rows_in"] / runs[label]["wall_seconds"], 3)
+        print(f"  spark {label}: {funnel['rows_in']} rows in {runs[label]['wall_seconds']} s = "
+              f"{runs[label]['rows_per_s']} rows/s", flush=True)
+    return {
+        "master": spark.sparkContext.master, "default_parallelism": spark.sparkContext.defaultParallelism,
+        "filters": [f.name for f in Cascade(config).filters], "loop": loop, "spark": runs,
+        "spark_over_loop_rows_per_s_cold": round(runs["cold"]["rows_per_s"] / loop["rows_per_s"], 3),
+        "spark_over_loop_rows_per_s_warm": round(runs["warm"]["rows_per_s"] / loop["rows_per_s"], 3),
+        "note": "loop = job.process_shard over the shards in one process (setup excluded); Spark cold includes "
+                "starting its Python workers and loading the filters in them",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pool", nargs="?", default="sample_pool")
     parser.add_argument("--limit", type=int, default=60, help="images for the per-filter costs")
+    parser.add_argument("--web-rows", type=int, default=5000, help="rows of the web-like pool (bench/webpool.py)")
+    parser.add_argument("--web-mode-rows", type=int, default=512,
+                        help="rows of the web-like pool the static/adaptive/score_all comparison runs on")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "filters.json"))
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}; results of other sections already "
@@ -252,6 +362,7 @@ def main() -> None:
     if not pool.exists():
         sys.exit(f"no sample pool at {pool}: build it with `make sample-pool` (photogenic sample-pool {pool})")
     load_before = os.getloadavg()
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_before)} ({os.cpu_count()} cpus)")
     rows = pool_rows(pool)
     config = Config()
     out = Path(args.out)
@@ -297,10 +408,37 @@ def main() -> None:
             loop = run_cascade(batches, config, score_all=False)
             result["spark"] = spark_vs_loop(pool, config, loop, tmp)
             print("  " + json.dumps(result["spark"]))
+        if "webpool" in sections or "webpool_spark" in sections:
+            from bench.webpool import mix_of, webpool
+
+            web = webpool(args.web_rows, source=pool)
+            result["webpool_mix"] = {"pool": str(web), "rows": args.web_rows, **{k: round(v, 4) for k, v in mix_of(web).items()}}
+            print(f"web-like pool {web}: " + json.dumps(result["webpool_mix"]))
+        if "webpool" in sections:
+            web_batches = pool_batches(web, config.job.batch_rows)
+            web_batches = web_batches[: -(-args.web_mode_rows // config.job.batch_rows)]
+            n = sum(b.num_rows for b in web_batches)
+            print(f"web-like pool, first {n} rows: static, adaptive and score_all cascades interleaved batch by batch:")
+            web_modes = webpool_modes(web_batches, config)
+            result["webpool"] = web_modes
+            for mode in ("static", "adaptive", "score_all"):
+                r = web_modes[mode]
+                print(f"  {mode:9s} model {r['model_ms_per_input_row']:8.2f} ms/input row, wall {r['ms_per_input_image']:8.2f}, "
+                      f"cpu {r['cpu_ms_per_input_image']:8.2f} ({r['rows']} rows, {r['passed']} passed) {r['reject_reasons']}")
+            print("  ratios " + json.dumps(web_modes["ratios"]) +
+                  f"; static and adaptive rows identical: {web_modes['static_and_adaptive_rows_identical']}")
+            print(f"  adaptive orders (batches): {web_modes['adaptive'].get('orders')}")
+        if "webpool_spark" in sections:
+            cheap = parse_config({"filters": CHEAP_FILTERS})
+            print(f"web-like pool, all {args.web_rows} rows, cheap filters: plain loop, then Spark local[2]:")
+            result["webpool_spark"] = webpool_spark(web, cheap, tmp)
+            print(f"  ratio Spark / loop rows/s: cold {result['webpool_spark']['spark_over_loop_rows_per_s_cold']}, "
+                  f"warm {result['webpool_spark']['spark_over_loop_rows_per_s_warm']}")
     for section in sections:  # a shared machine inflates every number alike: say how loaded it was
         if isinstance(result.get(section), dict):
             result[section]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     result["meaningless"] = ("clip_score (and aesthetic/zero-shot concepts) come from the random tiny-random CLIP "
                              "model: their costs are real for that model, their values mean nothing")
     out.parent.mkdir(parents=True, exist_ok=True)

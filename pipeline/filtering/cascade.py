@@ -4,6 +4,18 @@ Each image is parsed for its header before anything decodes it, decoded at most 
 draft mode, at the largest size any enabled filter asks for, which is still far below full
 size), and a row stops being scored once it failed, unless `score_all` asks for every score
 (threshold studies). Models load once per process, in `setup()`.
+
+Order. The static order (`build_filters`: `[job] order`, else cost hints) is also the canonical
+one: a row's recorded reason is the first check that fails it in that order, and its score
+columns are those of the checks up to that one. With `[job] adaptive` the cascade instead measures,
+per process, each filter's seconds per row and reject rate as it runs and, batch by batch, runs
+the filters that can reject in increasing expected cost per rejected row (`order_by_expected_cost`),
+while recording exactly what the static order would: a row rejected out of order still gets the
+checks that come before the rejecting one in static order (one of them may fail it first), and
+scores computed past a row's canonical reject point are dropped. So the output never depends on
+the order; the cost does, and it cannot fall below the static order's (every row pays at least
+for the checks up to its canonical reject point; adaptive adds the work it spends on rows that an
+earlier static check turns out to reject). `bench/filters.py` measures both.
 """
 from __future__ import annotations
 
@@ -14,6 +26,7 @@ import re
 import time
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,6 +68,52 @@ def build_filters(config: Config) -> tuple[list[BaseFilter], dict[str, str]]:
     return built, skipped
 
 
+STAGES = ("header", "decode", "embed")
+_STAGE_NEED = {"header": Need.HEADER, "decode": Need.PIXELS, "embed": Need.EMBEDDING}
+# Seconds per row assumed for a stage before this process has timed it (one pseudo-row of weight).
+STAGE_COST_PRIOR = {"header": 1e-4, "decode": 2e-3, "embed": 0.011}
+REJECT_RATE_PRIOR = 0.5  # pseudo-rejections out of one pseudo-row: an untried filter is worth trying early
+
+
+def can_reject(f: BaseFilter) -> bool:
+    return bool(f.rejects) and f.reject_reason is not None
+
+
+def stages_needed(f: BaseFilter) -> list[str]:
+    return [s for s in STAGES if f.need >= _STAGE_NEED[s]]
+
+
+def order_by_expected_cost(filters: list[BaseFilter], seconds: Mapping[str, float], rows: Mapping[str, int],
+                           rejected: Mapping[str, int]) -> list[BaseFilter]:
+    """The filters that can reject, cheapest expected cost per rejected row first, then the others
+    in their given order.
+
+    A filter's cost per row is its measured seconds per row (its `cost_hint` counts as one row
+    more) plus, per row, the stages (header parse, decode, embedding) it needs that no filter
+    before it in the order needed; its reject rate is (rejected + 0.5) / (rows + 1). Chosen
+    greedily, ties broken by the given (static) order, so equal measurements give one order."""
+    def per_row(name: str, prior: float) -> float:
+        return (seconds.get(name, 0.0) + prior) / (rows.get(name, 0) + 1)
+
+    rejecting = [f for f in filters if can_reject(f)]
+    rest = [f for f in filters if not can_reject(f)]
+    position = {id(f): i for i, f in enumerate(filters)}
+    have: set[str] = set()
+    out: list[BaseFilter] = []
+    while rejecting:
+        def expected(f: BaseFilter) -> tuple[float, int]:
+            cost = per_row(f.name, f.cost_hint)
+            cost += sum(per_row(s, STAGE_COST_PRIOR[s]) for s in stages_needed(f) if s not in have)
+            rate = (rejected.get(f.name, 0) + REJECT_RATE_PRIOR) / (rows.get(f.name, 0) + 1)
+            return cost / rate, position[id(f)]
+
+        best = min(rejecting, key=expected)
+        rejecting.remove(best)
+        out.append(best)
+        have.update(stages_needed(best))
+    return out + rest
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
@@ -89,7 +148,7 @@ class FilterRun:
 
 class Cascade:
     def __init__(self, config: Config, score_all: bool | None = None, filters: list[BaseFilter] | None = None,
-                 save_embeddings: bool = False):
+                 save_embeddings: bool = False, adaptive: bool | None = None):
         self.config = config
         self.schema = score_schema(config.registry)  # built-in columns + this run's plugins' columns
         self.save_embeddings = save_embeddings
@@ -110,7 +169,30 @@ class Cascade:
         self.embedder = None
         self.timings: Counter = Counter()  # stage -> seconds
         self.scored: Counter = Counter()  # stage -> rows
+        self.rejected: Counter = Counter()  # filter -> rows it failed (a reject or a crash), of `scored`
+        # Adaptive order: pointless under score_all (every filter runs on every row) and off when
+        # `[job] order` pins one.
+        want = config.job.adaptive if adaptive is None else adaptive
+        self.adaptive = bool(want) and not self.score_all and not config.job.order
+        self.plan = self._plan()  # stage or filter name -> its position in the static order
+        self.orders: Counter = Counter()  # adaptive: order (names) -> batches run in it
         self._ready = False
+
+    def _plan(self) -> dict[str, int]:
+        """Each stage's and filter's position in the static run (a stage comes just before the first
+        filter that needs it): the canonical order of checks."""
+        plan: dict[str, int] = {}
+        for f in self.filters:
+            for stage in stages_needed(f):
+                plan.setdefault(stage, len(plan))
+            plan[f.name] = len(plan)
+        return plan
+
+    def current_order(self) -> list[BaseFilter]:
+        """The order the next batch runs in: static, or by expected cost per rejected row so far."""
+        if not self.adaptive:
+            return list(self.filters)
+        return order_by_expected_cost(self.filters, self.timings, self.scored, self.rejected)
 
     @property
     def meaningless(self) -> list[str]:
@@ -198,6 +280,29 @@ class Cascade:
                 readable[i] = False
                 fail(i, "unreadable", r["read_error"] or "no image bytes")
 
+        if self.adaptive:
+            self._run_adaptive(samples, reason, detail, readable, out, [(r["width"], r["height"]) for r in rows])
+        else:
+            self._run_static(samples, reason, readable, out, fail)
+
+        if self.save_embeddings and self.embedder is not None:
+            from photogenic.filters.clip import embedding_batch, model_label
+
+            self.embedding_batches.append(embedding_batch(samples, model_label(self.embedder)))
+        for i, s in enumerate(samples):
+            out["width"][i], out["height"][i], out["format"][i] = s.width, s.height, s.format
+            if s.width and s.height and out["aspect"][i] is None:
+                out["aspect"][i] = max(s.width, s.height) / min(s.width, s.height)
+            s.image = s.data = None  # free pixels before the next batch
+        out["passed"] = [r is None for r in reason]
+        out["reject_reason"] = [r or "" for r in reason]
+        out["reject_detail"] = detail
+        return pa.RecordBatch.from_pydict(out, schema=self.schema)
+
+    def _run_static(self, samples, reason, readable, out, fail) -> None:
+        """Filters in static order; a row stops at its first failure (all run under score_all)."""
+        n = len(samples)
+
         def alive(need: Need) -> list[int]:
             idx = [i for i in range(n) if self.score_all or reason[i] is None]
             return idx if need == Need.CAPTION else [i for i in idx if readable[i]]
@@ -217,11 +322,7 @@ class Cascade:
             if not idx:
                 continue
             result = self._run_filter(f, [samples[i] for i in idx])
-            written = [col for col in result.scores if not col.startswith("_")]
-            undeclared = [col for col in written if col not in f.columns]
-            if undeclared:  # would be lost: the score table has the declared columns only
-                raise TypeError(f"filter {f.name!r} returned columns {undeclared} it does not declare in `columns` "
-                                "(prefix a column with '_' to keep it out of the scores)")
+            written = self._written(f, result)
             for j, i in enumerate(idx):
                 for col in written:
                     out[col][i] = result.scores[col][j]
@@ -231,19 +332,72 @@ class Cascade:
                 elif result.verdicts[j] is not None:
                     fail(i, f.reject_reason, result.verdicts[j])
 
-        if self.save_embeddings and self.embedder is not None:
-            from photogenic.filters.clip import embedding_batch, model_label
+    def _run_adaptive(self, samples, reason, detail, readable, out, original_size) -> None:
+        """Filters in `current_order()`, recording what the static order records (module doc).
 
-            self.embedding_batches.append(embedding_batch(samples, model_label(self.embedder)))
-        for i, s in enumerate(samples):
-            out["width"][i], out["height"][i], out["format"][i] = s.width, s.height, s.format
-            if s.width and s.height and out["aspect"][i] is None:
-                out["aspect"][i] = max(s.width, s.height) / min(s.width, s.height)
-            s.image = s.data = None  # free pixels before the next batch
-        out["passed"] = [r is None for r in reason]
-        out["reject_reason"] = [r or "" for r in reason]
-        out["reject_detail"] = detail
-        return pa.RecordBatch.from_pydict(out, schema=self.schema)
+        `at[i]` is the static position of the earliest check known to fail row i; a check runs on
+        row i only while its position is below `at[i]` (else its verdict cannot matter), so at the
+        end every check before a row's canonical reject point has run and passed."""
+        n = len(samples)
+        plan, never = self.plan, len(self.plan)
+        at = [-1 if r is not None else never for r in reason]  # the pool reader's errors come first
+
+        def fail_at(i: int, pos: int, why: str, what: str) -> None:
+            if pos < at[i]:
+                at[i], reason[i], detail[i] = pos, why, what
+            readable[i] = readable[i] and why != "unreadable"
+
+        staged: dict[str, set[int]] = {s: set() for s in STAGES}
+        runs: list[tuple[BaseFilter, list[int], FilterRun]] = []
+        order = self.current_order()
+        self.orders[" > ".join(f.name for f in order)] += 1
+        for f in order:
+            pos = plan[f.name]
+            for stage in stages_needed(f):
+                spos = plan[stage]
+                todo = [i for i in range(n) if at[i] > pos and i not in staged[stage]]
+                staged[stage].update(todo)
+                stage_fail = lambda i, why, what, spos=spos: fail_at(i, spos, why, what)  # noqa: E731
+                if stage == "header":
+                    self._stage("header", todo, lambda i: self._parse_header(samples[i]), stage_fail, readable)
+                elif stage == "decode":
+                    self._stage("decode", todo, lambda i: self._decode(samples[i]), stage_fail, readable)
+                else:
+                    self._embed([samples[i] for i in todo], stage_fail, readable, samples)
+            idx = [i for i in range(n) if at[i] > pos]
+            if not idx:
+                continue
+            result = self._run_filter(f, [samples[i] for i in idx])
+            runs.append((f, idx, result))
+            for j, i in enumerate(idx):
+                if j in result.errors:
+                    fail_at(i, pos, "unreadable", f"{f.name}: {result.errors[j]}")
+                elif result.verdicts[j] is not None:
+                    fail_at(i, pos, f.reject_reason, result.verdicts[j])
+        # Keep only what the static order computes: checks up to each row's reject point.
+        for f, idx, result in runs:
+            pos = plan[f.name]
+            written = self._written(f, result)
+            for j, i in enumerate(idx):
+                if at[i] >= pos:
+                    for col in written:
+                        out[col][i] = result.scores[col][j]
+        for i in staged["header"]:
+            if at[i] < plan["header"]:  # the static order never parsed this header
+                samples[i].width, samples[i].height = original_size[i]
+                samples[i].format = None
+        for i in staged["embed"]:
+            if at[i] < plan["embed"]:
+                samples[i].image_embedding = samples[i].text_embedding = None
+
+    @staticmethod
+    def _written(f: BaseFilter, result: FilterRun) -> list[str]:
+        written = [col for col in result.scores if not col.startswith("_")]
+        undeclared = [col for col in written if col not in f.columns]
+        if undeclared:  # would be lost: the score table has the declared columns only
+            raise TypeError(f"filter {f.name!r} returned columns {undeclared} it does not declare in `columns` "
+                            "(prefix a column with '_' to keep it out of the scores)")
+        return written
 
     def _stage(self, name, idx, step, fail, readable) -> None:
         start = time.perf_counter()
@@ -293,4 +447,5 @@ class Cascade:
                     result.scores.setdefault(col, []).append(vals[0])
         self.timings[f.name] += time.perf_counter() - start
         self.scored[f.name] += len(batch)
+        self.rejected[f.name] += sum(1 for j, v in enumerate(result.verdicts) if v is not None or j in result.errors)
         return result

@@ -55,6 +55,11 @@ class FilterJobConfig(Section):
     folder_shard_size: int = 1000
     score_all: bool = False
     order: list[str] | None = None  # explicit cascade order; None: by cost hint
+    # Run the filters that can reject in the order of their measured cost per rejected row, per
+    # worker (pipeline/filtering/cascade.py). Outputs are those of the static order either way;
+    # off by default because it cannot cost less than the static order (bench/filters.py).
+    # Ignored when `order` pins an order, and under score_all.
+    adaptive: bool = False
     # Filter plugins, "module:Class" (BaseFilter subclasses), on top of the installed entry points
     # of group "photogenic.filters". The module must be importable on every Spark worker too.
     plugins: list[str] = Field(default_factory=list)

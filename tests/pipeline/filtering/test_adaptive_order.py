@@ -1,0 +1,105 @@
+"""The adaptive cascade order: the ordering rule, and outputs that do not depend on the order."""
+import itertools
+
+import pyarrow as pa
+import pytest
+from PIL import ImageFilter
+
+from photogenic.filters.base import BaseFilter, Need
+from photogenic.pipeline.core.config import parse_config
+from photogenic.pipeline.filtering.cascade import Cascade, order_by_expected_cost
+from tests.pipeline.filtering.test_cascade import CHEAP, PHOTO, batch, encode, hostile_batch
+
+
+def fake(name: str, need: Need, hint: float, rejects: bool = True) -> BaseFilter:
+    cls = type(name, (BaseFilter,), {"name": name, "reject_reason": name if rejects else None, "need": need,
+                                      "cost_hint": hint, "rejects": rejects})
+    return cls()
+
+
+def names(filters) -> list[str]:
+    return [f.name for f in filters]
+
+
+def test_order_is_by_cost_per_rejected_row_with_non_rejecting_filters_last():
+    a, b, c = fake("a", Need.CAPTION, 1.0), fake("b", Need.CAPTION, 1.0), fake("c", Need.CAPTION, 1.0)
+    scores_only = fake("s", Need.CAPTION, 0.0, rejects=False)
+    filters = [scores_only, a, b, c]
+    # a: 1 ms/row, rejects 10% -> ~10 ms per reject; b: 4 ms/row, rejects 80% -> ~5 ms; c: 0.5 ms, 1% -> ~50 ms
+    seconds = {"a": 1.0, "b": 4.0, "c": 0.5, "s": 0.0}
+    rows = {"a": 1000, "b": 1000, "c": 1000, "s": 1000}
+    rejected = {"a": 100, "b": 800, "c": 10}
+    assert names(order_by_expected_cost(filters, seconds, rows, rejected)) == ["b", "a", "c", "s"]
+    # nothing measured yet: cost hints and an even reject prior, ties in the given order
+    assert names(order_by_expected_cost(filters, {}, {}, {})) == ["a", "b", "c", "s"]
+
+
+def test_a_stage_is_charged_to_the_first_filter_that_needs_it_only():
+    cheap_text = fake("text", Need.CAPTION, 0.0)
+    px1, px2 = fake("px1", Need.PIXELS, 0.0), fake("px2", Need.PIXELS, 0.0)
+    rows = {"text": 1000, "px1": 1000, "px2": 1000, "header": 1000, "decode": 1000}
+    # decode is 10 ms/row; px1 0.1 ms and rejects 50%, px2 0.1 ms and rejects 40%, text 3 ms and rejects 5%
+    seconds = {"text": 3.0, "px1": 0.1, "px2": 0.1, "header": 0.0, "decode": 10.0}
+    rejected = {"text": 50, "px1": 500, "px2": 400}
+    # px1 first costs decode: (0.1 + 10) / 0.5 ~ 20 ms per reject, text ~ 60 ms; once decoded, px2 is
+    # ~0.25 ms per reject and runs before text
+    assert names(order_by_expected_cost([cheap_text, px1, px2], seconds, rows, rejected)) == ["px1", "px2", "text"]
+    # decode at 100 ms/row makes the caption check the cheaper first step
+    seconds["decode"] = 100.0
+    assert names(order_by_expected_cost([cheap_text, px1, px2], seconds, rows, rejected)) == ["text", "px1", "px2"]
+
+
+def pool_batch() -> pa.RecordBatch:
+    """Rows that fail at different checks, several at more than one (caption and size, size and blur)."""
+    good, blurred = encode(PHOTO), encode(PHOTO.filter(ImageFilter.GaussianBlur(8)))
+    tiny, tiny_blur = encode(PHOTO.resize((60, 60))), encode(PHOTO.filter(ImageFilter.GaussianBlur(8)).resize((80, 80)))
+    wide = encode(PHOTO.resize((1200, 300)))
+    items = [("good", "portrait of an astronaut", good, None), ("blur", "an astronaut", blurred, None),
+             ("tiny", "an astronaut", tiny, None), ("tiny_blur", "an astronaut", tiny_blur, None),
+             ("tiny_nocap", "", tiny, None), ("blur_nocap", None, blurred, None), ("wide", "banner", wide, None),
+             ("truncated_nocap", "", good[: len(good) // 3], None), ("truncated", "ok", good[: len(good) // 3], None)]
+    return batch(items)
+
+
+@pytest.mark.parametrize("make_batch", [pool_batch, hostile_batch])
+def test_every_order_gives_the_static_rows(make_batch, monkeypatch):
+    config = parse_config({"filters": CHEAP})
+    data = make_batch()
+    static = Cascade(config, adaptive=False).process(data).to_pylist()
+    assert len({r["reject_reason"] for r in static}) >= 3
+    adaptive = Cascade(config, adaptive=True)
+    orders = list(itertools.permutations(adaptive.filters))
+    assert len(orders) >= 24
+    for order in orders:
+        monkeypatch.setattr(adaptive, "current_order", lambda order=order: list(order))
+        assert adaptive.process(data).to_pylist() == static, [f.name for f in order]
+
+
+def test_measured_stats_reorder_a_worker_but_never_its_rows():
+    config = parse_config({"filters": CHEAP})
+    static, adaptive = Cascade(config, adaptive=False), Cascade(config, adaptive=True)
+    assert adaptive.adaptive and not static.adaptive
+    # as if this worker had seen the technical check reject most rows cheaply and the others none
+    adaptive.scored.update({"technical": 10_000, "geometry": 10_000, "caption": 10_000, "decode": 10_000})
+    adaptive.rejected.update({"technical": 9_000})
+    adaptive.timings.update({"technical": 0.01, "decode": 0.01, "geometry": 50.0, "caption": 50.0})
+    assert adaptive.current_order()[0].name == "technical"
+    data = pool_batch()
+    for _ in range(2):  # the second batch runs in the order the first one measured
+        assert adaptive.process(data).to_pylist() == static.process(data).to_pylist()
+    assert sum(adaptive.orders.values()) == 2
+    assert all(o.startswith("technical") for o in adaptive.orders)
+
+
+def test_pinned_order_and_score_all_run_statically():
+    assert not Cascade(parse_config({"filters": CHEAP, "job": {"order": ["geometry", "caption"]}}), adaptive=True).adaptive
+    assert not Cascade(parse_config({"filters": CHEAP}), score_all=True, adaptive=True).adaptive
+    assert Cascade(parse_config({"filters": CHEAP, "job": {"adaptive": True}})).adaptive
+    assert not Cascade(parse_config({"filters": CHEAP})).adaptive  # static by default
+
+
+def test_reject_counts_are_kept_per_filter():
+    cascade = Cascade(parse_config({"filters": CHEAP}))
+    cascade.process(pool_batch())
+    assert cascade.rejected["caption"] >= 1 and cascade.rejected["geometry"] >= 1
+    assert all(cascade.rejected[n] <= cascade.scored[n] for n in cascade.rejected)
