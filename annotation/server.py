@@ -25,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import psutil
 import requests
@@ -74,26 +75,23 @@ def data_dir(config: ReviewConfig) -> Path:
     """`[review] data_dir` / `--data-dir`, else PHOTOGENIC_LS_DATA_DIR, else a source checkout's
     `.cache/label-studio` when it exists (where it was before), else the user's data dir
     (`data_root()/label-studio`, ~/.local/share/photogenic/label-studio on Linux)."""
-    if config.data_dir:
-        return Path(config.data_dir)
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    if LEGACY_DATA_DIR.is_dir():
-        return LEGACY_DATA_DIR
-    return data_root() / "label-studio"
+    return _location(config.data_dir, DATA_DIR_ENV, LEGACY_DATA_DIR, lambda: data_root() / "label-studio")
 
 
 def venv_dir(config: ReviewConfig) -> Path:
     """Label Studio's own virtualenv: `[review] venv`, else PHOTOGENIC_LS_VENV, else a source
     checkout's `.venv-ls` when it exists (where it was before), else the user's cache dir
     (`cache_root()/label-studio-venv`, ~/.cache/photogenic/label-studio-venv on Linux)."""
-    if config.venv:
-        return Path(config.venv)
-    if os.environ.get(VENV_ENV):
-        return Path(os.environ[VENV_ENV])
-    if LEGACY_VENV.is_dir():
-        return LEGACY_VENV
-    return cache_root() / "label-studio-venv"
+    return _location(config.venv, VENV_ENV, LEGACY_VENV, lambda: cache_root() / "label-studio-venv")
+
+
+def _location(configured: str | None, env: str, legacy: Path, default: Callable[[], Path]) -> Path:
+    """The configured path, else the environment's, else the checkout's legacy folder when present, else default."""
+    if configured:
+        return Path(configured)
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    return legacy if legacy.is_dir() else default()
 
 
 def postgres_dir(ddir: Path) -> Path:
