@@ -6,7 +6,11 @@ r = ceil((h + 1) / B) - 1 bits. Each hash is joined on (band, band value XOR a f
 against the exact band values of the others, and candidates are verified with
 popcount(a XOR b) <= h: every pair is found and only pairs close in some band are compared.
 r = 0 is plain banding (B > h). Wide bands (B = 2, r = 1 for h <= 3) keep candidates few even at
-10^7+ hashes, where 16-bit bands would compare billions of pairs.
+10^7+ hashes, where 16-bit bands would compare billions of pairs. A pair whose band values differ
+by a flip f != 0 is probed only from the side with a 0 at f's lowest set bit (the other has a 1
+there), so each pair costs one probe: about half of the flips of a value are probed
+(sql.band_edges_sql). The engine joins, one band at a time; only the verified pairs (few) come
+back to Python for the connected components.
 """
 from __future__ import annotations
 
@@ -39,9 +43,11 @@ MAX_FLIPS_PER_BAND = 5000
 
 
 def band_flips(bands: int, hamming: int) -> pa.Table:
-    """(band, flip): XOR masks of at most probe_radius bits inside each band, 0 included."""
+    """(band, flip, low): XOR masks of at most probe_radius bits inside each band, 0 included, and
+    each mask's lowest set bit (0 for the mask 0). A pair of band values that differ by `flip`
+    has a 0 at `low` in exactly one of the two: probing only from that one finds the pair once."""
     radius = probe_radius(bands, hamming)
-    rows_band, rows_flip = [], []
+    rows_band, rows_flip, rows_low = [], [], []
     for band, _, mask in band_layout(bands):
         width = 64 if mask == -1 else mask.bit_length()
         count = sum(math.comb(width, k) for k in range(radius + 1))
@@ -55,8 +61,14 @@ def band_flips(bands: int, hamming: int) -> pa.Table:
             masks |= {m | (1 << b) for m in masks for b in range(width)}
         masks = sorted(masks)
         rows_band += [band] * len(masks)
-        rows_flip += [m - (1 << 64) if m >= 1 << 63 else m for m in masks]
-    return pa.table({"band": pa.array(rows_band, pa.int64()), "flip": pa.array(rows_flip, pa.int64())})
+        rows_flip += [_signed(m) for m in masks]
+        rows_low += [_signed(m & -m) for m in masks]
+    return pa.table({"band": pa.array(rows_band, pa.int64()), "flip": pa.array(rows_flip, pa.int64()),
+                     "low": pa.array(rows_low, pa.int64())})
+
+
+def _signed(mask: int) -> int:
+    return mask - (1 << 64) if mask >= 1 << 63 else mask
 
 
 def hamming(a: int, b: int) -> int:

@@ -27,7 +27,7 @@ from photogenic.pipeline.core.config import ConfigError, SelectConfig
 from photogenic.pipeline.core.layout import DROPPED, SELECTED_PART
 from photogenic.pipeline.core.runio import write_parquet_atomic
 from photogenic.pipeline.selection import sql
-from photogenic.pipeline.selection.dedup import band_flips, components, probe_radius
+from photogenic.pipeline.selection.dedup import band_flips, band_layout, components, probe_radius
 from photogenic.pipeline.selection.engines.base import Engine
 from photogenic.pipeline.selection.sql import HASH_BITS
 
@@ -100,25 +100,30 @@ def _counts(table: pa.Table) -> dict[str, int]:
 
 
 class _StepTimer:
-    """Wraps an engine so each materialize/fetch is logged with its wall time (-v shows it)."""
+    """Wraps an engine so each materialize/fetch is logged with its wall time (-v shows it);
+    a `label=` keyword names a step whose first argument is SQL."""
 
     def __init__(self, engine):
         self.engine = engine
         self.dialect = engine.dialect
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}  # this process's CPU time (all its threads)
 
     def __getattr__(self, name):
         method = getattr(self.engine, name)
 
-        def timed(*args, **kwargs):
-            started = time.perf_counter()
+        def timed(*args, label: str | None = None, **kwargs):
+            started, cpu = time.perf_counter(), time.process_time()
             try:
                 return method(*args, **kwargs)
             finally:
-                label = f"{name}:{args[0] if args and isinstance(args[0], str) and len(args[0]) < 40 else ''}"
-                elapsed = time.perf_counter() - started
+                if label is None:
+                    label = args[0] if args and isinstance(args[0], str) and len(args[0]) < 40 else ""
+                label = f"{name}:{label}"
+                elapsed, used = time.perf_counter() - started, time.process_time() - cpu
                 self.seconds[label] = self.seconds.get(label, 0.0) + elapsed
-                log.info("select step %s %.2fs", label, elapsed)
+                self.cpu_seconds[label] = self.cpu_seconds.get(label, 0.0) + used
+                log.info("select step %s %.2fs (cpu %.2fs)", label, elapsed, used)
 
         return timed
 
@@ -127,49 +132,69 @@ def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_
                  head: pa.Table | None = None) -> tuple[dict, dict]:
     """Runs the selection on `engine`; writes the candidates (and the audit) into out_dir, the
     candidates folder being built.
-    Returns (select's summary, seconds per step)."""
+    Returns (select's summary, seconds per step: {"wall": {step: s}, "cpu": {step: s}}, the CPU
+    seconds being this process's, all threads)."""
     engine = _StepTimer(engine)
     d = engine.dialect
-    stats = engine.fetch(sql.stats_sql()).to_pylist()[0]
-    if stats["passed_rows"] - stats["null_keys"] != stats["passed_keys"]:
-        raise SelectError("scores hold duplicate keys among passed rows: the key must be unique per row")
+    stats = engine.fetch(sql.stats_sql(d), label="stats").to_pylist()[0]
+    expected_keys = stats["passed_rows"] - stats["null_keys"]
+    if stats["passed_key_hashes"] != expected_keys:  # a repeated key, or a hash collision: count exactly
+        if engine.fetch(sql.KEYS_SQL, label="keys").to_pylist()[0]["passed_keys"] != expected_keys:
+            raise SelectError("scores hold duplicate keys among passed rows: the key must be unique per row")
     method, prior = _engagement_method(cfg, stats)
     engagement = sql.engagement_sql(cfg, method, prior)
     blend = _head_blend(engine, cfg, engagement, head) if head is not None else None
-    engine.materialize("base", sql.base_sql(d, engagement, seed, blend))
+
+    # 1-2. Passed rows, narrow; exact dedup among the rows whose sha256 hash repeats.
+    engine.materialize("dup_hashes", sql.dup_hashes_sql(d))
+    engine.materialize("base_rows", sql.base_sql(d, engagement, blend))
+    engine.view("base", sql.base_view_sql(blend))
     engine.materialize("exact", sql.EXACT_SQL)
     engine.view("uniq", sql.UNIQ_SQL)
 
+    # 3. Near dedup: banded probes per band in the engine, components of the verified pairs.
     engine.materialize("phash_values", sql.PHASH_VALUES_SQL)
-    engine.materialize("phash_bands", sql.band_rows_sql(d, cfg.near_dup_bands))
     engine.register("band_flips", band_flips(cfg.near_dup_bands, cfg.near_dup_hamming))
-    engine.view("phash_probes", sql.probes_sql(d))
-    edges = engine.fetch(sql.edges_sql(d, cfg.near_dup_hamming))
-    repeated = engine.fetch(sql.REPEATED_PHASH_SQL).column("p")
+    for band, offset, mask in band_layout(cfg.near_dup_bands):
+        engine.materialize(f"edges_{band}", sql.band_edges_sql(d, band, offset, mask, cfg.near_dup_hamming))
+    edges = engine.fetch(sql.edges_sql(cfg.near_dup_bands), label="edges")
+    repeated = engine.fetch(sql.REPEATED_PHASH_SQL, label="repeated_phash").column("p")
     engine.register("near_map", _near_map(edges, repeated))
-    engine.drop("phash_bands")
+    for band, _, _ in band_layout(cfg.near_dup_bands):
+        engine.drop(f"edges_{band}")
+    engine.drop("phash_values")
     engine.materialize("near", sql.NEAR_SQL)
+    engine.view("deduped", sql.DEDUPED_SQL)
     engine.view("kept", sql.kept_sql(cfg))
 
-    before = _counts(engine.fetch(sql.CONCEPT_COUNTS_SQL))
-    after = engine.fetch(sql.dedup_counts_sql(cfg)).to_pylist()
-    after_dedup = {c: 0 for c in before} | {r["concept"]: r["after_dedup"] for r in after}
-    available = {c: 0 for c in before} | {r["concept"]: r["available"] for r in after}
-    n_exact = sum(before.values()) - sum(r["uniq"] for r in after)
-    n_near = sum(r["uniq"] for r in after) - sum(after_dedup.values())
+    # 4-5. Counts per concept, quotas, the top of each concept.
+    counts = engine.fetch(sql.concept_counts_sql(cfg), label="concept_counts").to_pylist()
+    by_what: dict[str, dict[str, int]] = {w: {} for w in ("passed", "exact", "near", "below")}
+    for row in counts:
+        by_what[row["what"]][row["concept"]] = int(row["n"])
+    before = by_what["passed"]
+    after_dedup = {c: before[c] - by_what["exact"].get(c, 0) - by_what["near"].get(c, 0) for c in before}
+    available = {c: after_dedup[c] - by_what["below"].get(c, 0) for c in before}
+    n_exact = sum(by_what["exact"].values())
+    n_near = sum(by_what["near"].values())
     limits, balance_info = _limits(cfg, available, target)
     engine.register("limits", limits)
+    if cfg.balance != "metaclip":
+        max_quota = max(limits.column("quota").to_pylist(), default=0)
+        engine.materialize("thresholds", sql.thresholds_sql(d, max_quota))
     engine.materialize("ranked", sql.ranked_sql(d, cfg, seed))
-    selected = _conform(engine.fetch(sql.final_sql(cfg)), sql.CANDIDATE_SCHEMA)
+    selected = _conform(engine.fetch(sql.final_sql(cfg), label="final"), sql.CANDIDATE_SCHEMA)
     write_parquet_atomic(selected, out_dir / SELECTED_PART)
     if cfg.audit:
-        engine.write_parquet(sql.dropped_sql(cfg), out_dir / DROPPED, sql.DROPPED_SCHEMA)
+        engine.write_parquet(sql.dropped_sql(cfg), out_dir / DROPPED, sql.DROPPED_SCHEMA, label="dropped")
 
     summary = _summary(
         cfg, stats, method, prior, before, after_dedup, available, balance_info, selected,
         n_exact, n_near, edges.num_rows, target, seed,
     )
-    return summary, {k: round(v, 3) for k, v in engine.seconds.items()}
+    steps = {k: round(v, 3) for k, v in engine.seconds.items()}
+    steps_cpu = {k: round(v, 3) for k, v in engine.cpu_seconds.items()}
+    return summary, {"wall": steps, "cpu": steps_cpu}
 
 
 def _head_blend(engine: Engine, cfg: SelectConfig, engagement: str, head: pa.Table) -> sql.HeadBlend:

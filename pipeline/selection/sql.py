@@ -1,6 +1,11 @@
 """The SQL of `photogenic select`, one text for DuckDB and Spark: each builder takes the engine's
 `Dialect` for the few spellings that differ. The plan (plan.py) runs these in order; the table
-names they read (scores, base, exact, uniq, near, kept, ranked, limits, ...) are the plan's.
+names they read (scores, dup_hashes, base, exact, uniq, phash_values, near, kept, thresholds,
+ranked, limits, ...) are the plan's.
+
+Cost model: every pass over all rows is a scan of `base` (the passed rows, narrow, built once)
+or of `scores` (the parquet); the tables that hold one row per duplicate (exact, near), per
+near pair (edges) or per candidate (ranked) are small, and only they carry window functions.
 """
 from __future__ import annotations
 
@@ -58,17 +63,31 @@ def engagement_sql(cfg: SelectConfig, method: str, prior_rate: float) -> str:
     return f"CASE WHEN {has_rate} THEN {lower} ELSE {sql_double(0.0)} END"
 
 
-def stats_sql() -> str:
-    return """
+def stats_sql(d: Dialect) -> str:
+    # Keys must be unique among passed rows: counted as distinct 64-bit hashes (one integer
+    # hash table, not one of strings); fewer hashes than keys is checked exactly (keys_sql).
+    return f"""
         SELECT count(*) AS total_rows,
                count(CASE WHEN passed THEN 1 END) AS passed_rows,
-               count(DISTINCT CASE WHEN passed THEN key END) AS passed_keys,
+               count(DISTINCT CASE WHEN passed AND key IS NOT NULL THEN {d.hash64('key')} END) AS passed_key_hashes,
                count(CASE WHEN passed AND key IS NULL THEN 1 END) AS null_keys,
                count(CASE WHEN passed AND views > 0 AND likes IS NOT NULL THEN 1 END) AS rows_with_views,
                sum(CASE WHEN passed AND views > 0 AND likes IS NOT NULL
                         THEN least(greatest(likes, 0), views) END) AS sum_likes,
                sum(CASE WHEN passed AND views > 0 AND likes IS NOT NULL THEN views END) AS sum_views
         FROM scores"""
+
+
+KEYS_SQL = "SELECT count(DISTINCT key) AS passed_keys FROM scores WHERE passed AND key IS NOT NULL"
+
+
+def dup_hashes_sql(d: Dialect) -> str:
+    # 64-bit hashes of the sha256 values that occur more than once: every exact-duplicate group
+    # (and, rarely, a hash collision, which exact_sql sorts out by the sha256 itself).
+    return f"""
+        SELECT {d.hash64('sha256')} AS h FROM scores
+        WHERE passed AND key IS NOT NULL AND sha256 IS NOT NULL
+        GROUP BY {d.hash64('sha256')} HAVING count(*) > 1"""
 
 
 @dataclass(frozen=True)
@@ -94,85 +113,150 @@ def engagement_stats_sql(engagement: str) -> str:
     return f"SELECT avg(e) AS mean, stddev_pop(e) AS sd FROM (SELECT {engagement} AS e FROM scores WHERE passed AND key IS NOT NULL) t"
 
 
-def base_sql(d: Dialect, engagement: str, seed: int, blend: HeadBlend | None = None) -> str:
-    # Only the columns selection needs travel through the plan; the full score rows are joined
-    # back for the few selected keys at the end (final_sql), so wide tables stay cheap.
+def base_sql(d: Dialect, engagement: str, blend: HeadBlend | None = None) -> str:
+    # The passed rows with only what selection needs (the full score rows are joined back for
+    # the few selected keys at the end, final_sql). sha256 is kept only for rows whose sha256
+    # hash repeats (dup_sha), the candidates of exact dedup; null elsewhere.
     # rank_score orders duplicates' keepers and the rows of a concept: engagement, or its blend
-    # with a learnt head (HeadBlend).
-    concept = f"CASE WHEN concept IS NULL OR trim(concept) = '' THEN '{OTHER_CONCEPT}' ELSE concept END"
-    head = "h.head_score" if blend else "CAST(NULL AS DOUBLE)"
+    # with a learnt head (HeadBlend). Without a head, base_view adds it as engagement.
+    concept = f"CASE WHEN s.concept IS NULL OR trim(s.concept) = '' THEN '{OTHER_CONCEPT}' ELSE s.concept END"
+    head = ", h.head_score" if blend else ""
     join = " LEFT JOIN head_scores h ON h.key = s.key" if blend else ""
-    return f"""
-        SELECT b.*, {blend.sql() if blend else "engagement"} AS rank_score FROM (
-            SELECT s.key, s.sha256, s.phash, {concept} AS concept, {engagement} AS engagement,
-                   {head} AS head_score, {d.hash60(f"concat('{int(seed)}:rank:', s.key)")} AS tie
-            FROM scores s{join} WHERE s.passed AND s.key IS NOT NULL) b"""
+    inner = f"""
+            SELECT s.key, s.phash, {concept} AS concept, {engagement} AS engagement{head},
+                   CASE WHEN x.h IS NOT NULL THEN s.sha256 END AS dup_sha
+            FROM scores s LEFT JOIN dup_hashes x ON {d.hash64('s.sha256')} = x.h{join}
+            WHERE s.passed AND s.key IS NOT NULL"""
+    if blend:
+        return f"SELECT b.*, {blend.sql()} AS rank_score FROM ({inner}) b"
+    return inner
 
 
-EXACT_GROUP = "coalesce(sha256, concat('#', key))"
+def base_view_sql(blend: HeadBlend | None) -> str:
+    if blend:
+        return "SELECT * FROM base_rows"
+    return "SELECT b.*, CAST(NULL AS DOUBLE) AS head_score, engagement AS rank_score FROM base_rows b"
+
+
+ROW_COLUMNS = "key, phash, concept, engagement, head_score, rank_score"
+
+# Exact dedup over the rows whose sha256 hash repeats: one row per sha256, the most engaging
+# (ties: smallest key); exact_n rows in the group, exact_min its smallest key.
+EXACT_WINDOW = "PARTITION BY dup_sha ORDER BY rank_score DESC, key"
 EXACT_SQL = f"""
-    SELECT b.*,
-           row_number() OVER (PARTITION BY {EXACT_GROUP} ORDER BY rank_score DESC, key) AS exact_rn,
-           first_value(key) OVER (PARTITION BY {EXACT_GROUP} ORDER BY rank_score DESC, key) AS exact_keep,
-           count(*) OVER (PARTITION BY {EXACT_GROUP}) AS exact_n,
-           min(key) OVER (PARTITION BY {EXACT_GROUP}) AS exact_min
-    FROM base b"""
+    SELECT {ROW_COLUMNS}, dup_sha,
+           row_number() OVER ({EXACT_WINDOW}) AS exact_rn,
+           first_value(key) OVER ({EXACT_WINDOW}) AS exact_keep,
+           count(*) OVER (PARTITION BY dup_sha) AS exact_n,
+           min(key) OVER (PARTITION BY dup_sha) AS exact_min
+    FROM base WHERE dup_sha IS NOT NULL"""
+
+# One row per sha256: the rows of unique sha256 (or none) as they are, and the exact keepers.
+UNIQ_SQL = f"""
+    SELECT {ROW_COLUMNS}, CAST(1 AS BIGINT) AS exact_n, key AS exact_min FROM base WHERE dup_sha IS NULL
+    UNION ALL
+    SELECT {ROW_COLUMNS}, exact_n, exact_min FROM exact WHERE exact_rn = 1"""
+
+# The distinct pHash values of uniq with their multiplicity (a value held by 2+ rows is a
+# near-duplicate group even without an edge: distance 0).
+PHASH_VALUES_SQL = "SELECT phash AS p, count(*) AS n FROM uniq WHERE phash IS NOT NULL GROUP BY phash"
+REPEATED_PHASH_SQL = "SELECT p FROM phash_values WHERE n > 1"
 
 
-def band_rows_sql(d: Dialect, bands: int) -> str:
-    parts = []
-    for i, offset, mask in band_layout(bands):
-        value = "p" if mask == -1 else f"({d.shift_right('p', offset)} & {mask})"
-        parts.append(f"SELECT p, {i} AS band, {value} AS v FROM phash_values")
-    return " UNION ALL ".join(parts)
+def band_value_sql(d: Dialect, offset: int, mask: int, column: str = "p") -> str:
+    return column if mask == -1 else f"({d.shift_right(column, offset)} & {mask})"
 
 
-def probes_sql(d: Dialect) -> str:
-    return f"SELECT a.p, a.band, {d.xor('a.v', 'f.flip')} AS v FROM phash_bands a JOIN band_flips f ON a.band = f.band"
-
-
-def edges_sql(d: Dialect, hamming: int) -> str:
+def band_edges_sql(d: Dialect, band: int, offset: int, mask: int, hamming: int) -> str:
+    """Verified pairs (p1 < p2) of pHash values whose band `band` differs by a flip of
+    band_flips: each pair is probed from one side only, the one whose band value has a 0 at the
+    flip's lowest set bit (the other side has a 1 there), so a pair costs one probe, not two;
+    pairs equal in the band (flip 0) come from the self-join, kept once by p1 < p2."""
+    v = band_value_sql(d, offset, mask)
     return f"""
-        SELECT DISTINCT a.p AS p1, b.p AS p2
-        FROM phash_probes a JOIN phash_bands b ON a.band = b.band AND a.v = b.v
-        WHERE a.p < b.p AND bit_count({d.xor('a.p', 'b.p')}) <= {int(hamming)}"""
+        SELECT least(a.p, b.p) AS p1, greatest(a.p, b.p) AS p2
+        FROM (SELECT bv.p, {d.xor('bv.v', 'f.flip')} AS v, f.flip
+              FROM (SELECT p, {v} AS v FROM phash_values) bv
+              JOIN band_flips f ON f.band = {int(band)} AND (bv.v & f.low) = 0) a
+        JOIN (SELECT p, {v} AS v FROM phash_values) b ON a.v = b.v
+        WHERE (a.flip <> 0 OR a.p < b.p) AND bit_count({d.xor('a.p', 'b.p')}) <= {int(hamming)}"""
 
 
-# Rows sharing one pHash value are a group even without an edge: distance 0.
-REPEATED_PHASH_SQL = "SELECT phash AS p FROM uniq WHERE phash IS NOT NULL GROUP BY phash HAVING count(*) > 1"
+def edges_sql(bands: int) -> str:
+    union = " UNION ALL ".join(f"SELECT p1, p2 FROM edges_{i}" for i in range(bands))
+    return f"SELECT DISTINCT p1, p2 FROM ({union}) e"
 
-NEAR_GROUP = "grp, grp_key"
+
+# Near dedup over the rows whose pHash is in a near-duplicate component (near_map: phash ->
+# root, the component's smallest value): one row per component, the most engaging; its
+# duplicate group counts the exact duplicates of its members too.
+NEAR_WINDOW = "PARTITION BY root ORDER BY rank_score DESC, key"
 NEAR_SQL = f"""
-    SELECT g.*,
-           row_number() OVER (PARTITION BY {NEAR_GROUP} ORDER BY rank_score DESC, key) AS near_rn,
-           first_value(key) OVER (PARTITION BY {NEAR_GROUP} ORDER BY rank_score DESC, key) AS near_keep,
-           sum(exact_n) OVER (PARTITION BY {NEAR_GROUP}) AS dup_size,
-           min(exact_min) OVER (PARTITION BY {NEAR_GROUP}) AS dup_group
-    FROM (SELECT u.*, coalesce(m.root, u.phash) AS grp,
-                 CASE WHEN m.root IS NULL THEN u.key END AS grp_key
-          FROM uniq u LEFT JOIN near_map m ON u.phash = m.phash) g"""
+    SELECT u.*, m.root,
+           row_number() OVER ({NEAR_WINDOW}) AS near_rn,
+           first_value(u.key) OVER ({NEAR_WINDOW}) AS near_keep,
+           sum(u.exact_n) OVER (PARTITION BY root) AS dup_size,
+           min(u.exact_min) OVER (PARTITION BY root) AS dup_group
+    FROM uniq u JOIN near_map m ON u.phash = m.phash"""
+
+# Rows left after both dedups, before the minimum engagement: rows outside every component as
+# they are (their group is their exact group), and the components' keepers.
+DEDUPED_SQL = f"""
+    SELECT u.key, u.phash, u.concept, u.engagement, u.head_score, u.rank_score,
+           u.exact_n AS dup_size, u.exact_min AS dup_group
+    FROM uniq u LEFT JOIN near_map m ON u.phash = m.phash WHERE m.phash IS NULL
+    UNION ALL
+    SELECT {ROW_COLUMNS}, dup_size, dup_group FROM near WHERE near_rn = 1"""
 
 
-def kept_condition(cfg: SelectConfig) -> str:
-    cond = "near_rn = 1"
-    if cfg.min_engagement is not None:
-        cond += f" AND engagement >= {sql_double(cfg.min_engagement)}"
-    return cond
+def min_engagement_condition(cfg: SelectConfig) -> str:
+    return f"engagement >= {sql_double(cfg.min_engagement)}"
 
 
 def kept_sql(cfg: SelectConfig) -> str:
-    return f"SELECT * FROM near WHERE {kept_condition(cfg)}"
+    if cfg.min_engagement is None:
+        return "SELECT * FROM deduped"
+    return f"SELECT * FROM deduped WHERE {min_engagement_condition(cfg)}"
+
+
+def concept_counts_sql(cfg: SelectConfig) -> str:
+    """Per concept (columns concept, what, n): passed rows, exact and near duplicates removed,
+    rows below the minimum engagement after dedup."""
+    parts = [
+        "SELECT concept, 'passed' AS what, count(*) AS n FROM base GROUP BY concept",
+        "SELECT concept, 'exact' AS what, count(*) AS n FROM exact WHERE exact_rn > 1 GROUP BY concept",
+        "SELECT concept, 'near' AS what, count(*) AS n FROM near WHERE near_rn > 1 GROUP BY concept",
+    ]
+    if cfg.min_engagement is not None:
+        parts.append(
+            "SELECT concept, 'below' AS what, count(*) AS n FROM deduped"
+            f" WHERE NOT ({min_engagement_condition(cfg)}) GROUP BY concept"
+        )
+    return " UNION ALL ".join(parts)
+
+
+def thresholds_sql(d: Dialect, max_quota: int) -> str:
+    """Per concept with a quota: (concept, quota, threshold), the threshold being the quota-th
+    largest rank_score of its kept rows (a top-k per concept, no sort of all rows)."""
+    return d.quota_thresholds("kept", "limits", max(int(max_quota), 1))
 
 
 def ranked_sql(d: Dialect, cfg: SelectConfig, seed: int) -> str:
-    sample = ""
+    """The rows that can be in a concept's quota, ranked: rank_score at or above the concept's
+    threshold (its quota-th largest rank_score), so every row ranked before one of them is one
+    of them and row_number among them is the rank among all kept rows of the concept. The
+    seeded tie-break hash is computed for these rows only. MetaCLIP: the sampled rows."""
+    tie = d.hash60(f"concat('{int(seed)}:rank:', k.key)")
     if cfg.balance == "metaclip":
         h = d.hash60(f"concat('{int(seed)}:sample:', k.key)")
-        sample = f" JOIN limits l ON k.concept = l.concept WHERE {h} < l.threshold"
+        source = f"SELECT k.*, {tie} AS tie FROM kept k JOIN limits l ON k.concept = l.concept WHERE {h} < l.threshold"
+    else:
+        source = (f"SELECT k.*, {tie} AS tie, t.quota FROM kept k JOIN thresholds t"
+                  " ON k.concept = t.concept WHERE k.rank_score >= t.threshold")
     return f"""
-        SELECT k.*, row_number() OVER (PARTITION BY k.concept ORDER BY k.rank_score DESC, k.tie, k.key)
+        SELECT c.*, row_number() OVER (PARTITION BY c.concept ORDER BY c.rank_score DESC, c.tie, c.key)
                AS concept_rank
-        FROM kept k{sample}"""
+        FROM ({source}) c"""
 
 
 SELECTION_COLUMNS = ("concept", "engagement", "concept_rank", "dup_group", "dup_size", "head_score", "rank_score")
@@ -180,9 +264,9 @@ SELECTION_COLUMNS = ("concept", "engagement", "concept_rank", "dup_group", "dup_
 
 def final_sql(cfg: SelectConfig) -> str:
     cols = [f"r.{c}" if c in SELECTION_COLUMNS else f"s.{c}" for c in CANDIDATE_SCHEMA.names]
-    quota = "" if cfg.balance == "metaclip" else " JOIN limits l ON r.concept = l.concept AND r.concept_rank <= l.quota"
+    quota = "" if cfg.balance == "metaclip" else " WHERE concept_rank <= quota"
     return f"""
-        SELECT {', '.join(cols)} FROM ranked r{quota}
+        SELECT {', '.join(cols)} FROM (SELECT * FROM ranked{quota}) r
         JOIN scores s ON s.key = r.key AND s.passed
         ORDER BY r.concept, r.concept_rank"""
 
@@ -194,32 +278,23 @@ def dropped_sql(cfg: SelectConfig) -> str:
     ]
     if cfg.min_engagement is not None:
         parts.append(
-            "SELECT key, concept, 'below_min_engagement' AS reason, CAST(NULL AS STRING) AS dup_of FROM near"
-            f" WHERE near_rn = 1 AND NOT (engagement >= {sql_double(cfg.min_engagement)})"
+            "SELECT key, concept, 'below_min_engagement' AS reason, CAST(NULL AS STRING) AS dup_of FROM deduped"
+            f" WHERE NOT ({min_engagement_condition(cfg)})"
         )
     if cfg.balance == "metaclip":
         parts.append(
-            "SELECT key, concept, 'not_sampled' AS reason, CAST(NULL AS STRING) AS dup_of FROM kept"
-            " WHERE key NOT IN (SELECT key FROM ranked)"
+            "SELECT k.key, k.concept, 'not_sampled' AS reason, CAST(NULL AS STRING) AS dup_of FROM kept k"
+            " LEFT JOIN ranked r ON k.key = r.key WHERE r.key IS NULL"
         )
     else:
+        # Below the threshold (or in a concept without quota), and at or above it but ranked
+        # past the quota (ties at the threshold).
         parts.append(
-            "SELECT r.key, r.concept, 'over_quota' AS reason, CAST(NULL AS STRING) AS dup_of FROM ranked r"
-            " JOIN limits l ON r.concept = l.concept WHERE r.concept_rank > l.quota"
+            "SELECT k.key, k.concept, 'over_quota' AS reason, CAST(NULL AS STRING) AS dup_of FROM kept k"
+            " LEFT JOIN thresholds t ON k.concept = t.concept WHERE t.threshold IS NULL OR k.rank_score < t.threshold"
+        )
+        parts.append(
+            "SELECT key, concept, 'over_quota' AS reason, CAST(NULL AS STRING) AS dup_of FROM ranked"
+            " WHERE concept_rank > quota"
         )
     return " UNION ALL ".join(parts)
-
-
-# Small steps of the plan between the builders above.
-UNIQ_SQL = "SELECT * FROM exact WHERE exact_rn = 1"
-PHASH_VALUES_SQL = "SELECT DISTINCT phash AS p FROM uniq WHERE phash IS NOT NULL"
-CONCEPT_COUNTS_SQL = "SELECT concept, count(*) AS n FROM exact GROUP BY concept"
-
-
-def dedup_counts_sql(cfg: SelectConfig) -> str:
-    """Per concept: rows left after near dedup, rows also above min_engagement, rows after exact dedup."""
-    return (
-        "SELECT concept, count(CASE WHEN near_rn = 1 THEN 1 END) AS after_dedup,"
-        f" count(CASE WHEN {kept_condition(cfg)} THEN 1 END) AS available, count(*) AS uniq"
-        " FROM near GROUP BY concept"
-    )

@@ -145,7 +145,8 @@ def run_select(
         write_summary(tmp, _stage_summary(cfg, details, input_fingerprint))
         mark_success(tmp)
         failpoint("select.before_publish")
-    return {**details, "wall_s": round(time.perf_counter() - started, 3), "step_s": step_seconds}
+    return {**details, "wall_s": round(time.perf_counter() - started, 3), "step_s": step_seconds["wall"],
+            "step_cpu_s": step_seconds["cpu"]}
 
 
 @click.command("select")

@@ -20,6 +20,16 @@ class Dialect(Protocol):
         """A seeded-hash integer in [0, 2^60): the first 15 hex digits of md5(expr)."""
         ...
 
+    def hash64(self, expr: str) -> str:
+        """A fast 64-bit hash of a value, for grouping before an exact check: engines may differ
+        in its values, never in what the plan computes from it."""
+        ...
+
+    def quota_thresholds(self, rows: str, limits: str, max_quota: int) -> str:
+        """(concept, quota, threshold) for each concept of `limits` with quota > 0: the quota-th
+        largest rank_score of `rows` in that concept; `max_quota` bounds every quota."""
+        ...
+
 
 class Engine(Protocol):
     """Tables live inside the engine; only small results (`fetch`) come back as Arrow. The score

@@ -22,6 +22,16 @@ class DuckDBDialect:
     def hash60(self, expr: str) -> str:
         return f"CAST(concat('0x', substr(md5({expr}), 1, 15)) AS BIGINT)"
 
+    def hash64(self, expr: str) -> str:
+        return f"hash({expr})"
+
+    def quota_thresholds(self, rows: str, limits: str, max_quota: int) -> str:
+        # max(x, n): the n largest values per group (a bounded heap), largest first.
+        return f"""
+            SELECT l.concept, l.quota, list_extract(t.top, CAST(l.quota AS BIGINT)) AS threshold
+            FROM {limits} l JOIN (SELECT concept, max(rank_score, {int(max_quota)}) AS top FROM {rows} GROUP BY concept) t
+            ON l.concept = t.concept WHERE l.quota > 0"""
+
 
 class DuckDBEngine:
     """Tables are kept in memory and spill to `scratch` past memory_limit: out-of-core without
@@ -65,7 +75,9 @@ class DuckDBEngine:
         directory.mkdir(parents=True, exist_ok=True)
         casts = ", ".join(f"CAST({f.name} AS VARCHAR) AS {f.name}" for f in schema)
         target = sql_quote(directory / "part-00000.parquet")
-        self.con.execute(f"COPY (SELECT {casts} FROM ({sql}) ORDER BY key) TO {target} (FORMAT parquet)")
+        # Unordered, as Spark writes it: sorting the audit (every row not selected) by key would
+        # cost more than writing it. Readers sort if they need an order.
+        self.con.execute(f"COPY (SELECT {casts} FROM ({sql})) TO {target} (FORMAT parquet)")
 
     def close(self) -> None:
         self.con.close()

@@ -20,6 +20,22 @@ class SparkDialect:
     def hash60(self, expr: str) -> str:
         return f"CAST(conv(substr(md5({expr}), 1, 15), 16, 10) AS BIGINT)"
 
+    def hash64(self, expr: str) -> str:
+        return f"xxhash64({expr})"
+
+    def quota_thresholds(self, rows: str, limits: str, max_quota: int) -> str:
+        # row_number() <= constant right above the window: Spark's per-partition top-k
+        # (WindowGroupLimit) before the shuffle.
+        return f"""
+            SELECT l.concept, l.quota, min(t.rank_score) AS threshold
+            FROM {limits} l JOIN (
+                SELECT * FROM (SELECT concept, rank_score,
+                                      row_number() OVER (PARTITION BY concept ORDER BY rank_score DESC) AS rn
+                               FROM {rows}) w
+                WHERE rn <= {int(max_quota)}) t
+            ON l.concept = t.concept AND t.rn <= l.quota
+            WHERE l.quota > 0 GROUP BY l.concept, l.quota"""
+
 
 class SparkEngine:
     dialect = SparkDialect()
