@@ -154,14 +154,10 @@ def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_
 
     # 3. Near dedup: banded probes per band in the engine, components of the verified pairs.
     engine.materialize("phash_values", sql.PHASH_VALUES_SQL)
-    engine.register("band_flips", band_flips(cfg.near_dup_bands, cfg.near_dup_hamming))
-    for band, offset, mask in band_layout(cfg.near_dup_bands):
-        engine.materialize(f"edges_{band}", sql.band_edges_sql(d, band, offset, mask, cfg.near_dup_hamming))
-    edges = engine.fetch(sql.edges_sql(cfg.near_dup_bands), label="edges")
     repeated = engine.fetch(sql.REPEATED_PHASH_SQL, label="repeated_phash").column("p")
+    n_values = engine.fetch("SELECT count(*) AS n FROM phash_values", label="count_phash").column("n")[0].as_py()
+    edges = _near_edges(engine, cfg, n_values)
     engine.register("near_map", _near_map(edges, repeated))
-    for band, _, _ in band_layout(cfg.near_dup_bands):
-        engine.drop(f"edges_{band}")
     engine.drop("phash_values")
     engine.materialize("near", sql.NEAR_SQL)
     engine.view("deduped", sql.DEDUPED_SQL)
@@ -195,6 +191,46 @@ def execute_plan(engine: Engine, cfg: SelectConfig, target: int, seed: int, out_
     steps = {k: round(v, 3) for k, v in engine.seconds.items()}
     steps_cpu = {k: round(v, 3) for k, v in engine.cpu_seconds.items()}
     return summary, {"wall": steps, "cpu": steps_cpu}
+
+
+# Rows of one band's partition: a probe join builds a hash table of about this many values
+# (cache-sized), never one of all values (at 10^8 that one would spill, with its probes).
+PARTITION_ROWS = 1 << 20
+MAX_PARTITION_BITS = 10
+
+
+def partition_bits(values: int, width: int) -> int:
+    """log2 of the number of partitions of a band `width` bits wide holding `values` values."""
+    if width > 32 or values <= PARTITION_ROWS:
+        return 0
+    return min(math.ceil(math.log2(values / PARTITION_ROWS)), width, MAX_PARTITION_BITS)
+
+
+def _near_edges(engine, cfg: SelectConfig, n_values: int) -> pa.Table:
+    """Every pair of distinct pHash values within near_dup_hamming bits (p1 < p2), found band by
+    band, partition by partition (sql.band_edges_sql); only the verified pairs come back."""
+    d = engine.dialect
+    flips = band_flips(cfg.near_dup_bands, cfg.near_dup_hamming)
+    engine.register("band_flips", flips)
+    flip_band, flip_value = flips.column("band").to_pylist(), flips.column("flip").to_pylist()
+    parts = []
+    for band, offset, mask in band_layout(cfg.near_dup_bands):
+        width = 64 if mask == -1 else mask.bit_length()
+        bits = partition_bits(n_values, width)
+        label = f"edges_{band}"
+        if bits == 0:
+            parts.append(engine.fetch(sql.band_edges_sql(d, band, offset, mask, cfg.near_dup_hamming), label=label))
+            continue
+        engine.materialize(f"band_{band}", sql.band_table_sql(d, offset, mask), label=f"band_{band}")
+        band_flip_values = [f for b, f in zip(flip_band, flip_value) if b == band]
+        for part in range(1 << bits):
+            partition = sql.BandPartition(width=width, bits=bits, part=part)
+            query = sql.band_edges_sql(d, band, offset, mask, cfg.near_dup_hamming, partition, band_flip_values)
+            parts.append(engine.fetch(query, label=label))
+        engine.drop(f"band_{band}")
+    schema = pa.schema([("p1", pa.int64()), ("p2", pa.int64())])
+    edges = pa.concat_tables([t.select(["p1", "p2"]).cast(schema) for t in parts])
+    return edges.group_by(["p1", "p2"]).aggregate([]).select(["p1", "p2"])  # a pair found in two bands
 
 
 def _head_blend(engine: Engine, cfg: SelectConfig, engagement: str, head: pa.Table) -> sql.HeadBlend:

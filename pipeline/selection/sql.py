@@ -167,24 +167,65 @@ def band_value_sql(d: Dialect, offset: int, mask: int, column: str = "p") -> str
     return column if mask == -1 else f"({d.shift_right(column, offset)} & {mask})"
 
 
-def band_edges_sql(d: Dialect, band: int, offset: int, mask: int, hamming: int) -> str:
+def band_table_sql(d: Dialect, offset: int, mask: int) -> str:
+    """One band's values (p, v), ordered by v so that a range of v is a few row groups."""
+    return f"SELECT p, {band_value_sql(d, offset, mask)} AS v FROM phash_values ORDER BY v"
+
+
+@dataclass(frozen=True)
+class BandPartition:
+    """Partition `part` of 2^bits of a band `width` bits wide: the values whose top `bits` bits
+    are `part`. A flip whose top bits are h moves a value of partition j ^ h into partition j."""
+
+    width: int
+    bits: int
+    part: int
+
+    def range_of(self, part: int) -> tuple[int, int]:
+        shift = self.width - self.bits
+        return part << shift, ((part + 1) << shift) - 1
+
+    def flip_high(self, flip: int) -> int:
+        return flip >> (self.width - self.bits)
+
+
+def band_edges_sql(d: Dialect, band: int, offset: int, mask: int, hamming: int,
+                   partition: BandPartition | None = None, flips: list[int] | None = None) -> str:
     """Verified pairs (p1 < p2) of pHash values whose band `band` differs by a flip of
     band_flips: each pair is probed from one side only, the one whose band value has a 0 at the
     flip's lowest set bit (the other side has a 1 there), so a pair costs one probe, not two;
-    pairs equal in the band (flip 0) come from the self-join, kept once by p1 < p2."""
-    v = band_value_sql(d, offset, mask)
-    return f"""
+    pairs equal in the band (flip 0) come from the self-join, kept once by p1 < p2.
+
+    Whole band (partition None): both sides read phash_values. A partition: the band's values
+    come from the table band_{band} (band_table_sql), the build side is the partition's values
+    and the probes are those that land in it (from partition j ^ h for the flips whose top bits
+    are h), so every join builds a small hash table; the partitions together find every pair."""
+    verify = f"(a.flip <> 0 OR a.p < b.p) AND bit_count({d.xor('a.p', 'b.p')}) <= {int(hamming)}"
+    if partition is None:
+        v = band_value_sql(d, offset, mask)
+        return f"""
         SELECT least(a.p, b.p) AS p1, greatest(a.p, b.p) AS p2
         FROM (SELECT bv.p, {d.xor('bv.v', 'f.flip')} AS v, f.flip
               FROM (SELECT p, {v} AS v FROM phash_values) bv
               JOIN band_flips f ON f.band = {int(band)} AND (bv.v & f.low) = 0) a
         JOIN (SELECT p, {v} AS v FROM phash_values) b ON a.v = b.v
-        WHERE (a.flip <> 0 OR a.p < b.p) AND bit_count({d.xor('a.p', 'b.p')}) <= {int(hamming)}"""
-
-
-def edges_sql(bands: int) -> str:
-    union = " UNION ALL ".join(f"SELECT p1, p2 FROM edges_{i}" for i in range(bands))
-    return f"SELECT DISTINCT p1, p2 FROM ({union}) e"
+        WHERE {verify}"""
+    table = f"band_{int(band)}"
+    shift = partition.width - partition.bits
+    probes = []
+    for high in sorted({partition.flip_high(f) for f in flips or [0]}):
+        lo, hi = partition.range_of(partition.part ^ high)
+        probes.append(
+            f"SELECT bv.p, {d.xor('bv.v', 'f.flip')} AS v, f.flip FROM {table} bv"
+            f" JOIN band_flips f ON f.band = {int(band)} AND f.flip >= {high << shift} AND f.flip < {(high + 1) << shift}"
+            f" AND (bv.v & f.low) = 0 WHERE bv.v BETWEEN {lo} AND {hi}"
+        )
+    lo, hi = partition.range_of(partition.part)
+    return f"""
+        SELECT least(a.p, b.p) AS p1, greatest(a.p, b.p) AS p2
+        FROM ({" UNION ALL ".join(probes)}) a
+        JOIN (SELECT p, v FROM {table} WHERE v BETWEEN {lo} AND {hi}) b ON a.v = b.v
+        WHERE {verify}"""
 
 
 # Near dedup over the rows whose pHash is in a near-duplicate component (near_map: phash ->

@@ -243,3 +243,22 @@ def test_empty_and_failed_only_input_selects_nothing(tmp_path):
     run = write_scores(tmp_path / "run", [score_rows(rows)])
     summary = run_select(run, _config(target=10))
     assert summary["selected"] == 0 and _candidates(run).num_rows == 0
+
+
+@pytest.mark.parametrize("bands,hamming", [(2, 3), (4, 5)])
+def test_partitioned_band_joins_find_the_same_pairs(tmp_path, monkeypatch, bands, hamming):
+    # Large inputs split each band into partitions (plan.PARTITION_ROWS values each); forced
+    # here on a small table, the selection, its audit and its summary are those of one join.
+    from photogenic.pipeline.selection import plan
+
+    table = synthetic_scores(5000, seed=bands, near_dup=0.2, near_bits=hamming)
+    outputs = []
+    for rows in (plan.PARTITION_ROWS, 300):
+        monkeypatch.setattr(plan, "PARTITION_ROWS", rows)
+        run = write_scores(tmp_path / f"run{rows}", [table])
+        summary = run_select(run, _config(target=3000, near_dup_bands=bands, near_dup_hamming=hamming))
+        dropped = pq.read_table(run / "candidates" / "_dropped").sort_by("key")
+        outputs.append((_candidates(run), dropped, {k: v for k, v in summary.items() if k not in ("wall_s", "step_s", "step_cpu_s")}, summary["step_s"]))
+    assert any(k.startswith("materialize:band_") for k in outputs[1][3])  # partitioned indeed
+    assert outputs[0][0].equals(outputs[1][0]) and outputs[0][1].equals(outputs[1][1])
+    assert outputs[0][2] == outputs[1][2] and outputs[0][2]["duplicates_removed"]["near"] > 100
