@@ -21,7 +21,8 @@
    by batch on the pool's first --web-rows rows, with their ratios and a check that static and
    adaptive wrote identical rows. Section `webpool_spark`: the filter job on Spark local[2] over the
    whole pool vs a plain loop (job.process_shard over the shards in one process: the same read,
-   cascade, parquet write and commit a Spark task does), rows/s and their ratio.
+   cascade, parquet write and commit a Spark task does) and vs that loop in 2 processes, alternated
+   twice, rows/s and their ratios; cheap filters only (CHEAP_FILTERS says why).
 Every number written is measured in this run; the machine's core count and load are recorded
 because a shared machine inflates all of them alike.
 """
@@ -316,30 +317,81 @@ def loop_over_shards(pool: Path, config: Config, scores_dir: Path) -> dict:
             "cpu_seconds": round(time.process_time() - cpu, 3), "rows_per_s": round(rows / wall, 3)}
 
 
-def webpool_spark(pool: Path, config: Config, tmp: Path) -> dict:
+_WORKER: dict = {}
+
+
+def _worker_setup(config_json: str) -> None:
+    cascade = Cascade(parse_config(json.loads(config_json)))
+    cascade.setup()
+    _WORKER["cascade"] = cascade
+
+
+def _worker_ready(_: int) -> int:
+    time.sleep(0.2)
+    return os.getpid()
+
+
+def _worker_shard(args: tuple) -> int:
+    from photogenic.pipeline.filtering.job import process_shard
+
+    spec, scores_dir, batch_rows = args
+    return process_shard(spec, _WORKER["cascade"], Path(scores_dir), batch_rows)["rows"]
+
+
+def loop_over_shards_parallel(pool: Path, config: Config, scores_dir: Path, processes: int) -> dict:
+    """The same per-shard work in `processes` plain Python processes (multiprocessing, spawned,
+    filters loaded before the clock starts): the parallelism of Spark local[N] without Spark."""
+    import multiprocessing
+
+    specs = discover_shards(pool, config.job.folder_shard_size)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_worker_setup, initargs=(config.model_dump_json(),)) as workers:
+        workers.map(_worker_ready, range(4 * processes), chunksize=1)
+        start = time.perf_counter()
+        rows = sum(workers.map(_worker_shard, [(s, str(scores_dir), config.job.batch_rows) for s in specs], chunksize=1))
+        wall = time.perf_counter() - start
+    return {"rows": rows, "processes": processes, "wall_seconds": round(wall, 3), "rows_per_s": round(rows / wall, 3)}
+
+
+def webpool_spark(pool: Path, config: Config, tmp: Path, reps: int = 2) -> dict:
+    """Spark local[2] vs the plain loop (one process) and vs the same loop in two processes, run
+    alternately `reps` times so that the load of the shared machine drifts over all alike; rates are
+    total rows / total wall over the repetitions. Spark's first run (cold) is reported apart."""
     from photogenic.pipeline.core.spark import get_spark
     from photogenic.pipeline.filtering.job import run_filter
 
-    loop = loop_over_shards(pool, config, tmp / "loop" / "scores")
-    print(f"  loop: {loop['rows']} rows in {loop['wall_seconds']} s = {loop['rows_per_s']} rows/s", flush=True)
     spark = get_spark(config, master="local[2]")
-    runs = {}
-    for label in ("cold", "warm"):  # cold: Python workers start and load the filters; warm: reused
-        out = tmp / f"spark-{label}"
+
+    def spark_run(label: str) -> dict:
         start = time.perf_counter()
-        funnel = run_filter(pool, out, config, spark=spark, score_all=False)
-        runs[label] = {"wall_seconds": round(time.perf_counter() - start, 3), "rows": funnel["rows_in"],
-                       "passed": funnel["passed"]}
-        runs[label]["rows_per_s"] = round(funnel["rows_in"] / runs[label]["wall_seconds"], 3)
-        print(f"  spark {label}: {funnel['rows_in']} rows in {runs[label]['wall_seconds']} s = "
-              f"{runs[label]['rows_per_s']} rows/s", flush=True)
+        funnel = run_filter(pool, tmp / f"spark-{label}", config, spark=spark, score_all=False)
+        wall = time.perf_counter() - start
+        return {"rows": funnel["rows_in"], "passed": funnel["passed"], "wall_seconds": round(wall, 3),
+                "rows_per_s": round(funnel["rows_in"] / wall, 3)}
+
+    runs: dict[str, list[dict]] = {"loop": [], "loop_2_processes": [], "spark_warm": []}
+    cold = None
+    for rep in range(reps):
+        runs["loop"].append(loop_over_shards(pool, config, tmp / f"loop-{rep}" / "scores"))
+        runs["loop_2_processes"].append(loop_over_shards_parallel(pool, config, tmp / f"loop2-{rep}" / "scores", 2))
+        if cold is None:  # Python workers start and load the filters
+            cold = spark_run("cold")
+            print(f"  spark cold: {cold['rows']} rows in {cold['wall_seconds']} s = {cold['rows_per_s']} rows/s", flush=True)
+        runs["spark_warm"].append(spark_run(f"warm-{rep}"))
+        for name, r in runs.items():
+            print(f"  rep {rep + 1} {name}: {r[-1]['rows']} rows in {r[-1]['wall_seconds']} s = {r[-1]['rows_per_s']} rows/s",
+                  flush=True)
+    rate = {name: round(sum(r["rows"] for r in rs) / sum(r["wall_seconds"] for r in rs), 3) for name, rs in runs.items()}
     return {
         "master": spark.sparkContext.master, "default_parallelism": spark.sparkContext.defaultParallelism,
-        "filters": [f.name for f in Cascade(config).filters], "loop": loop, "spark": runs,
-        "spark_over_loop_rows_per_s_cold": round(runs["cold"]["rows_per_s"] / loop["rows_per_s"], 3),
-        "spark_over_loop_rows_per_s_warm": round(runs["warm"]["rows_per_s"] / loop["rows_per_s"], 3),
-        "note": "loop = job.process_shard over the shards in one process (setup excluded); Spark cold includes "
-                "starting its Python workers and loading the filters in them",
+        "filters": [f.name for f in Cascade(config).filters], "runs": runs, "spark_cold": cold, "rows_per_s": rate,
+        "spark_over_loop_rows_per_s_warm": round(rate["spark_warm"] / rate["loop"], 3),
+        "spark_over_loop_rows_per_s_cold": round(cold["rows_per_s"] / rate["loop"], 3),
+        "spark_over_loop_2_processes_rows_per_s_warm": round(rate["spark_warm"] / rate["loop_2_processes"], 3),
+        "loop_2_processes_over_loop": round(rate["loop_2_processes"] / rate["loop"], 3),
+        "note": "loop = job.process_shard over the shards in one process (filters loaded before the clock); "
+                "loop_2_processes = the same in 2 spawned processes; Spark local[2], cold = its first run "
+                "(Python workers start and load the filters), warm = workers reused",
     }
 
 
@@ -430,10 +482,14 @@ def main() -> None:
             print(f"  adaptive orders (batches): {web_modes['adaptive'].get('orders')}")
         if "webpool_spark" in sections:
             cheap = parse_config({"filters": CHEAP_FILTERS})
-            print(f"web-like pool, all {args.web_rows} rows, cheap filters: plain loop, then Spark local[2]:")
+            print(f"web-like pool, all {args.web_rows} rows, cheap filters ({', '.join(f.name for f in Cascade(cheap).filters)}): "
+                  "plain loop, the same in 2 processes, Spark local[2], alternated:")
             result["webpool_spark"] = webpool_spark(web, cheap, tmp)
-            print(f"  ratio Spark / loop rows/s: cold {result['webpool_spark']['spark_over_loop_rows_per_s_cold']}, "
-                  f"warm {result['webpool_spark']['spark_over_loop_rows_per_s_warm']}")
+            ws = result["webpool_spark"]
+            print(f"  rows/s over the repetitions: {json.dumps(ws['rows_per_s'])}")
+            print(f"  ratio Spark local[2] / loop rows/s: warm {ws['spark_over_loop_rows_per_s_warm']}, cold "
+                  f"{ws['spark_over_loop_rows_per_s_cold']}; Spark / 2-process loop (warm) "
+                  f"{ws['spark_over_loop_2_processes_rows_per_s_warm']}; 2-process loop / loop {ws['loop_2_processes_over_loop']}")
     for section in sections:  # a shared machine inflates every number alike: say how loaded it was
         if isinstance(result.get(section), dict):
             result[section]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
