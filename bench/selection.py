@@ -52,6 +52,7 @@ files, memory_limit = json.loads(sys.argv[1]), sys.argv[2]
 con = duckdb.connect(":memory:")
 con.execute(f"SET memory_limit = '{memory_limit}'")
 con.execute("SET preserve_insertion_order = false")
+con.execute("SET enable_progress_bar = false")
 paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
 con.execute(f"CREATE VIEW scores AS SELECT * FROM read_parquet([{paths}])")
 out = {}
@@ -123,12 +124,16 @@ def watch(args: list[str]) -> tuple[str, float, int]:
     return out, wall, peak
 
 
+def _last_json(out: str) -> dict:
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
 def run_baseline(scores: Path, memory_limit: str) -> dict:
     """The three group-bys over `scores` in a child DuckDB process."""
     files = [str(p) for p in committed_parquet(scores)]
     load = os.getloadavg()
     out, wall, peak = watch([sys.executable, "-c", BASELINE, json.dumps(files), memory_limit])
-    return {**json.loads(out.strip().splitlines()[-1]), "wall_s": round(wall, 2), "peak_rss_gib": round(peak / 2**30, 3),
+    return {**_last_json(out), "wall_s": round(wall, 2), "peak_rss_gib": round(peak / 2**30, 3),
             "load_avg_at_start": load}
 
 
@@ -140,7 +145,7 @@ def run_engine(scores: Path, engine: str, config: dict) -> dict:
     run.scores.symlink_to(scores.resolve())
     load = os.getloadavg()
     out, wall, peak = watch([sys.executable, "-c", RUNNER, str(run.root), engine, json.dumps(config)])
-    summary = json.loads(out.strip().splitlines()[-1])
+    summary = _last_json(out)
     rows = summary["input"]["rows"]
     return {
         "engine": engine,

@@ -47,6 +47,7 @@ class DuckDBEngine:
         self.con.execute(f"SET memory_limit = {sql_quote(cfg.memory_limit)}")
         self.con.execute(f"SET temp_directory = {sql_quote(scratch / 'spill')}")
         self.con.execute("SET preserve_insertion_order = false")
+        self.con.execute("SET enable_progress_bar = false")  # no bar in select's output
         if cfg.threads:
             self.con.execute(f"SET threads = {int(cfg.threads)}")
         register_filesystems(self.con, files)  # parts on a store: read through fsspec, no httpfs
