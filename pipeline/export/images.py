@@ -37,24 +37,17 @@ class TarImage:
         return {"ext": self.ext, "source_ext": self.source_ext, "transcoded": self.transcoded}
 
 
-# One entry: webdataset and img2dataset, when both are written, ask for the same sample in turn
-# (the stage asks first, to skip an image that cannot be encoded). It holds the bytes object it
-# was computed from and compares by identity, so a recycled id() cannot match.
-_last: tuple[bytes, tuple, TarImage] | None = None
-
-
 def tar_image(sample: Sample, config) -> TarImage:
     """The image to store for `sample` in a tar format under `config` (an ExportConfig)."""
-    global _last
-    ident = (sample.key, sample.ext, config.tar_images, config.jpeg_quality)
-    if _last is not None and _last[0] is sample.data and _last[1] == ident:
-        return _last[2]
-    if config.tar_images == "original" or sample.ext == TAR_EXT:
-        image = TarImage(sample.data, sample.ext, sample.ext, False)
-    else:
-        image = TarImage(to_jpeg(sample.data, config.jpeg_quality, sample.key), TAR_EXT,
-                         sample.ext, True)
-    _last = (sample.data, ident, image)
+    ident = (config.tar_images, config.jpeg_quality)
+    image = sample.tar_images.get(ident)
+    if image is None:
+        if config.tar_images == "original" or sample.ext == TAR_EXT:
+            image = TarImage(sample.data, sample.ext, sample.ext, False)
+        else:
+            image = TarImage(to_jpeg(sample.data, config.jpeg_quality, sample.key), TAR_EXT,
+                             sample.ext, True)
+        sample.tar_images[ident] = image
     return image
 
 

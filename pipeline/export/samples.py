@@ -24,6 +24,9 @@ class Sample:
     split: str
     name: str  # file- and webdataset-safe form of the key (safe_name)
     ext: str  # image extension from the real format (image_extension)
+    # What the tar formats store for this sample, per (tar_images, jpeg_quality): encoded once
+    # (images.tar_image) although the stage and each tar writer ask for it.
+    tar_images: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def file_name(self) -> str:
