@@ -86,7 +86,7 @@ def _server_config(config_path: str | None, port: int | None, data_dir: str | No
 server_options = [
     config_option,
     click.option("--port", type=int, help="Port on 127.0.0.1 (default from config: 8089)."),
-    click.option("--data-dir", help="Label Studio data folder (default .cache/label-studio)."),
+    click.option("--data-dir", help="Label Studio data folder (default: PHOTOGENIC_LS_DATA_DIR, a checkout's .cache/label-studio, else the user data dir)."),
 ]
 
 

@@ -109,9 +109,9 @@ class HeadConfig(Section):
 class ReviewConfig(Section):
     url: str | None = None  # None: the local server started by `photogenic review server start`
     port: int = 8089
-    data_dir: str | None = None  # None: .cache/label-studio under the repository
+    data_dir: str | None = None  # None: PHOTOGENIC_LS_DATA_DIR, a checkout's .cache/label-studio, else the user data dir (annotation/server.py data_dir)
     # Label Studio's own virtualenv (it pins many packages, so it never shares `.venv`).
-    venv: str | None = None  # None: .venv-ls under the repository
+    venv: str | None = None  # None: PHOTOGENIC_LS_VENV, a checkout's .venv-ls, else the user cache dir (annotation/server.py venv_dir)
     label_studio_version: str = "1.23.2"
     admin_email: str = "admin@photogenic.local"
     start_timeout_s: float = 600.0  # first start runs migrations; slow on a loaded 2-core box
