@@ -49,6 +49,7 @@ bench: setup sample-pool
 	$(BIN)/python -m bench.review
 	$(BIN)/python -m bench.ls_client
 	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.summary
 
 label-studio: setup
 	$(BIN)/photogenic review server start

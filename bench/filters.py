@@ -18,9 +18,10 @@
    of web image-text pools, ~5K rows, cached under .cache/bench/), section `webpool`: model time per
    input row (the cascade's own stage timers: header, decode, embedding and every filter) of the
    static cascade, the adaptive one (`[job] adaptive`) and `score_all`, the three interleaved batch
-   by batch on the pool's first --web-rows rows, with their ratios and a check that static and
-   adaptive wrote identical rows. Section `webpool_spark`: the filter job on Spark local[2] over the
-   whole pool vs a plain loop (job.process_shard over the shards in one process: the same read,
+   by batch on the pool's first --web-mode-rows rows, with their ratios and a check that static and
+   adaptive gave the same verdicts, under the default config and under a quality-tuning one (the
+   default plus an aesthetic threshold: AESTHETIC_KEEP_SHARE says where its share comes from).
+   Section `webpool_spark`: the filter job on Spark local[2] over the whole pool vs a plain loop (job.process_shard over the shards in one process: the same read,
    cascade, parquet write and commit a Spark task does) and vs that loop in 2 processes, alternated
    twice, rows/s and their ratios; cheap filters only (CHEAP_FILTERS says why).
 Every number written is measured in this run; the machine's core count and load are recorded
@@ -264,7 +265,7 @@ def webpool_modes(batches, config: Config) -> dict:
     for cascade in modes.values():
         cascade.setup()
     names = list(modes)
-    identical = True
+    identical, reasons_moved = True, 0
     for i, batch in enumerate(batches):
         outs = {}
         for mode in names[i % 3:] + names[: i % 3]:
@@ -276,7 +277,10 @@ def webpool_modes(batches, config: Config) -> dict:
             totals[mode]["passed"] += sum(outs[mode].column("passed").to_pylist())
             for r in outs[mode].column("reject_reason").to_pylist():
                 totals[mode]["reasons"][r or "passed"] = totals[mode]["reasons"].get(r or "passed", 0) + 1
-        identical = identical and outs["static"].to_pylist() == outs["adaptive"].to_pylist()
+        s_rows, a_rows = outs["static"].to_pylist(), outs["adaptive"].to_pylist()
+        identical = identical and [r["passed"] for r in s_rows] == [r["passed"] for r in a_rows] and \
+            [r for r in s_rows if r["passed"]] == [r for r in a_rows if r["passed"]]
+        reasons_moved += sum(x["reject_reason"] != y["reject_reason"] for x, y in zip(s_rows, a_rows))
         print(f"    batch {i + 1}/{len(batches)}: model s static {_model_seconds(modes['static']):.1f}, adaptive "
               f"{_model_seconds(modes['adaptive']):.1f}, score_all {_model_seconds(modes['score_all']):.1f}", flush=True)
     out = {}
@@ -296,7 +300,10 @@ def webpool_modes(batches, config: Config) -> dict:
         "static_over_score_all_cpu": round(s["cpu_seconds"] / f["cpu_seconds"], 3),
         "adaptive_over_static_cpu": round(a["cpu_seconds"] / s["cpu_seconds"], 3),
     }
-    out["static_and_adaptive_rows_identical"] = identical
+    # Verdicts never depend on the order; a rejected row's reason is its first failing check in the
+    # order its batch ran, so rows failing several checks may record another one under adaptive.
+    out["static_and_adaptive_verdicts_identical"] = identical
+    out["rejected_rows_with_another_reason_under_adaptive"] = reasons_moved
     return out
 
 
@@ -395,6 +402,54 @@ def webpool_spark(pool: Path, config: Config, tmp: Path, reps: int = 2) -> dict:
     }
 
 
+# The quality-tuning configuration of the web-pool comparison: the default filters plus an aesthetic
+# threshold, the filter that decides a quality-tuning pool (Emu keeps images above a high
+# aesthetic score before anyone reviews them). Its keep share is LAION-Aesthetics v2 5+'s share
+# of LAION-2B-en: ~600M of 2.32B rows (LAION-5B paper; LAION-Aesthetics announcement). Emu's
+# threshold is stricter still, so this keeps more rows than a quality-tuning run would.
+AESTHETIC_KEEP_SHARE = 600 / 2320
+
+
+def quality_tuning_config(batches, tmp: Path) -> tuple[Config, dict]:
+    """The default config plus an aesthetic head and threshold. The head is a seeded random
+    LAION-format MLP on the tiny-random embeddings (as meaningless as those: only its cost and the
+    share it rejects matter here); the threshold is the score that keeps AESTHETIC_KEEP_SHARE of
+    the rows, found in an untimed pass that scores every decodable row of `batches` (no models
+    besides the embedding)."""
+    import numpy as np
+    import torch
+
+    from photogenic.filters.aesthetic import build_head
+    from photogenic.filters.aesthetic_cli import save_head
+
+    torch.manual_seed(0)
+    head = tmp / "bench-aesthetic-head.pth"
+    save_head(build_head(768), head, {"embedding_model": "tiny-random/random", "meaningless": True,
+                                      "note": "seeded random LAION-format head for bench/filters.py"})
+    scoring = parse_config({"filters": {"aesthetic": {"head": str(head)},
+                                        **{n: {"enabled": False} for n in ("ocr", "offensive", "concepts")}}})
+    cascade = Cascade(scoring, score_all=True)
+    cascade.setup()
+    scores = [v for b in batches for v in cascade.process(b).column("aesthetic_score").to_pylist() if v is not None]
+    threshold = float(np.quantile(scores, 1 - AESTHETIC_KEEP_SHARE))
+    config = parse_config({"filters": {"aesthetic": {"head": str(head), "min_score": threshold}}})
+    return config, {"aesthetic_min_score": round(threshold, 6), "aesthetic_keep_share": round(AESTHETIC_KEEP_SHARE, 4),
+                    "calibrated_on_rows": len(scores),
+                    "note": "default filters + aesthetic threshold keeping LAION-Aesthetics v2 5+'s share of "
+                            "LAION-2B-en (600M / 2.32B); random head on tiny-random embeddings: cost real, scores meaningless"}
+
+
+def print_modes(label: str, modes: dict) -> None:
+    for mode in ("static", "adaptive", "score_all"):
+        r = modes[mode]
+        print(f"  {label} {mode:9s} model {r['model_ms_per_input_row']:8.2f} ms/input row, wall {r['ms_per_input_image']:8.2f}, "
+              f"cpu {r['cpu_ms_per_input_image']:8.2f} ({r['rows']} rows, {r['passed']} passed) {r['reject_reasons']}")
+    print(f"  {label} ratios " + json.dumps(modes["ratios"]) +
+          f"; static and adaptive verdicts and passing rows identical: {modes['static_and_adaptive_verdicts_identical']}, "
+          f"rejected rows recording another reason under adaptive: {modes['rejected_rows_with_another_reason_under_adaptive']}")
+    print(f"  {label} adaptive orders (batches): {modes['adaptive'].get('orders')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("pool", nargs="?", default="sample_pool")
@@ -471,15 +526,13 @@ def main() -> None:
             web_batches = web_batches[: -(-args.web_mode_rows // config.job.batch_rows)]
             n = sum(b.num_rows for b in web_batches)
             print(f"web-like pool, first {n} rows: static, adaptive and score_all cascades interleaved batch by batch:")
-            web_modes = webpool_modes(web_batches, config)
-            result["webpool"] = web_modes
-            for mode in ("static", "adaptive", "score_all"):
-                r = web_modes[mode]
-                print(f"  {mode:9s} model {r['model_ms_per_input_row']:8.2f} ms/input row, wall {r['ms_per_input_image']:8.2f}, "
-                      f"cpu {r['cpu_ms_per_input_image']:8.2f} ({r['rows']} rows, {r['passed']} passed) {r['reject_reasons']}")
-            print("  ratios " + json.dumps(web_modes["ratios"]) +
-                  f"; static and adaptive rows identical: {web_modes['static_and_adaptive_rows_identical']}")
-            print(f"  adaptive orders (batches): {web_modes['adaptive'].get('orders')}")
+            result["webpool"] = webpool_modes(web_batches, config)
+            print_modes("default config:", result["webpool"])
+            print("  quality-tuning config (default + aesthetic threshold), calibrating the threshold:")
+            qt_config, qt = quality_tuning_config(web_batches, tmp)
+            print("  " + json.dumps(qt))
+            result["webpool_quality_tuning"] = {"config": qt, **webpool_modes(web_batches, qt_config)}
+            print_modes("quality-tuning config:", result["webpool_quality_tuning"])
         if "webpool_spark" in sections:
             cheap = parse_config({"filters": CHEAP_FILTERS})
             print(f"web-like pool, all {args.web_rows} rows, cheap filters ({', '.join(f.name for f in Cascade(cheap).filters)}): "
@@ -490,7 +543,8 @@ def main() -> None:
             print(f"  ratio Spark local[2] / loop rows/s: warm {ws['spark_over_loop_rows_per_s_warm']}, cold "
                   f"{ws['spark_over_loop_rows_per_s_cold']}; Spark / 2-process loop (warm) "
                   f"{ws['spark_over_loop_2_processes_rows_per_s_warm']}; 2-process loop / loop {ws['loop_2_processes_over_loop']}")
-    for section in sections:  # a shared machine inflates every number alike: say how loaded it was
+    measured = sections | ({"webpool_quality_tuning"} if "webpool" in sections else set())
+    for section in measured:  # a shared machine inflates every number alike: say how loaded it was
         if isinstance(result.get(section), dict):
             result[section]["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

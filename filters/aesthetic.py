@@ -9,6 +9,7 @@ Embeddings must be L2-normalised first: unnormalised ones give scores above 10 (
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -81,15 +82,27 @@ def head_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(meta.read_text()) if meta.exists() else {}
 
 
+def embedding_cost_of(embedding_model: str | None) -> float:
+    """Seconds per image of the CLIP embedding a head needs, from the model name `aesthetic train`
+    recorded (`<model>` or `<model>/<pretrained>`); unknown or unrecorded: ViT-L-14's."""
+    from photogenic.filters.clip import EMBEDDING_COST
+
+    name = (embedding_model or "").split("/")[0]
+    return EMBEDDING_COST.get(name, EMBEDDING_COST["ViT-L-14"])
+
+
 def score_embeddings(head, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     import torch
 
-    x = np.asarray(embeddings, dtype=np.float32)
+    # In float64, rounded to float32 at the end: a float32 matmul's last bits depend on how many
+    # rows share the call, so a row's score would depend on its batch (and on the cascade's order).
+    x = np.asarray(embeddings, dtype=np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)  # LAION's head expects unit vectors
+    head64 = head if next(head.parameters()).dtype == torch.float64 else copy.deepcopy(head).double()
     out = []
     with torch.inference_mode():
         for begin in range(0, len(x), batch_size):
-            out.append(head(torch.from_numpy(x[begin:begin + batch_size])).squeeze(-1).numpy())
+            out.append(head64(torch.from_numpy(x[begin:begin + batch_size])).squeeze(-1).numpy().astype(np.float32))
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -98,8 +111,8 @@ class AestheticFilter(BaseFilter):
     reject_reason: ClassVar[str] = "aesthetic"
     need: ClassVar[Need] = Need.EMBEDDING
     # The MLP itself costs ~0.04 ms/image (bench/filters.py); what it waits for is the shared CLIP
-    # embedding, counted here as ViT-L-14's (LAION heads are ViT-L-14 heads), so it runs after the
-    # pixel filters.
+    # embedding: that of the model the head was trained on (its `<head>.json`), else ViT-L-14's
+    # (LAION's heads are ViT-L-14 heads). Set per instance in __init__.
     cost_hint: ClassVar[float] = 5.3
     columns: ClassVar[dict[str, pa.DataType]] = {"aesthetic_score": pa.float32()}
     histograms: ClassVar[tuple[Histogram, ...]] = (
@@ -121,8 +134,9 @@ class AestheticFilter(BaseFilter):
                 "(e.g. sac+logos+ava1-l14-linearMSE.pth for ViT-L-14) or train one with `photogenic aesthetic train`"
             )
         self.head_path, self.min_score = head, min_score
-        self.head = load_head(head)  # a bad file fails at job start
+        self.head = load_head(head).double()  # a bad file fails at job start; float64: see score_embeddings
         self.metadata = head_metadata(head)
+        self.cost_hint = embedding_cost_of(self.metadata.get("embedding_model"))
 
     @property
     def rejects(self) -> bool:

@@ -5,17 +5,14 @@ draft mode, at the largest size any enabled filter asks for, which is still far 
 size), and a row stops being scored once it failed, unless `score_all` asks for every score
 (threshold studies). Models load once per process, in `setup()`.
 
-Order. The static order (`build_filters`: `[job] order`, else cost hints) is also the canonical
-one: a row's recorded reason is the first check that fails it in that order, and its score
-columns are those of the checks up to that one. With `[job] adaptive` the cascade instead measures,
-per process, each filter's seconds per row and reject rate as it runs and, batch by batch, runs
-the filters that can reject in increasing expected cost per rejected row (`order_by_expected_cost`),
-while recording exactly what the static order would: a row rejected out of order still gets the
-checks that come before the rejecting one in static order (one of them may fail it first), and
-scores computed past a row's canonical reject point are dropped. So the output never depends on
-the order; the cost does, and it cannot fall below the static order's (every row pays at least
-for the checks up to its canonical reject point; adaptive adds the work it spends on rows that an
-earlier static check turns out to reject). `bench/filters.py` measures both.
+Order. The static order is `[job] order` if set, else by cost hint. With `[job] adaptive` each
+process instead measures, as it runs, every filter's seconds per row and reject rate and runs each
+batch with the filters that can reject in increasing expected cost per rejected row
+(`order_by_expected_cost`). A row's verdict (`passed`) never depends on the order: it passes only
+if every check passes. What does depend on it is which failing check a rejected row records first
+(`reject_reason`, and the score columns up to it); that is the point, since a row stops at the
+first failure in the order run. Static runs record the same reasons on every run; `orders` counts
+the orders an adaptive process used. `bench/filters.py` measures both.
 """
 from __future__ import annotations
 
@@ -174,19 +171,8 @@ class Cascade:
         # `[job] order` pins one.
         want = config.job.adaptive if adaptive is None else adaptive
         self.adaptive = bool(want) and not self.score_all and not config.job.order
-        self.plan = self._plan()  # stage or filter name -> its position in the static order
         self.orders: Counter = Counter()  # adaptive: order (names) -> batches run in it
         self._ready = False
-
-    def _plan(self) -> dict[str, int]:
-        """Each stage's and filter's position in the static run (a stage comes just before the first
-        filter that needs it): the canonical order of checks."""
-        plan: dict[str, int] = {}
-        for f in self.filters:
-            for stage in stages_needed(f):
-                plan.setdefault(stage, len(plan))
-            plan[f.name] = len(plan)
-        return plan
 
     def current_order(self) -> list[BaseFilter]:
         """The order the next batch runs in: static, or by expected cost per rejected row so far."""
@@ -280,10 +266,10 @@ class Cascade:
                 readable[i] = False
                 fail(i, "unreadable", r["read_error"] or "no image bytes")
 
+        order = self.current_order()
         if self.adaptive:
-            self._run_adaptive(samples, reason, detail, readable, out, [(r["width"], r["height"]) for r in rows])
-        else:
-            self._run_static(samples, reason, readable, out, fail)
+            self.orders[" > ".join(f.name for f in order)] += 1
+        self._run_in_order(order, samples, reason, readable, out, fail)
 
         if self.save_embeddings and self.embedder is not None:
             from photogenic.filters.clip import embedding_batch, model_label
@@ -299,8 +285,9 @@ class Cascade:
         out["reject_detail"] = detail
         return pa.RecordBatch.from_pydict(out, schema=self.schema)
 
-    def _run_static(self, samples, reason, readable, out, fail) -> None:
-        """Filters in static order; a row stops at its first failure (all run under score_all)."""
+    def _run_in_order(self, order, samples, reason, readable, out, fail) -> None:
+        """Filters in `order`; a row stops at its first failure (all run under score_all). Header
+        parse, decode and embedding run just before the first filter that needs them."""
         n = len(samples)
 
         def alive(need: Need) -> list[int]:
@@ -308,7 +295,7 @@ class Cascade:
             return idx if need == Need.CAPTION else [i for i in idx if readable[i]]
 
         have_header = have_pixels = have_embeddings = False
-        for f in self.filters:
+        for f in order:
             if f.need >= Need.HEADER and not have_header:
                 self._stage("header", alive(Need.HEADER), lambda i: self._parse_header(samples[i]), fail, readable)
                 have_header = True
@@ -331,64 +318,6 @@ class Cascade:
                     fail(i, "unreadable", f"{f.name}: {result.errors[j]}")
                 elif result.verdicts[j] is not None:
                     fail(i, f.reject_reason, result.verdicts[j])
-
-    def _run_adaptive(self, samples, reason, detail, readable, out, original_size) -> None:
-        """Filters in `current_order()`, recording what the static order records (module doc).
-
-        `at[i]` is the static position of the earliest check known to fail row i; a check runs on
-        row i only while its position is below `at[i]` (else its verdict cannot matter), so at the
-        end every check before a row's canonical reject point has run and passed."""
-        n = len(samples)
-        plan, never = self.plan, len(self.plan)
-        at = [-1 if r is not None else never for r in reason]  # the pool reader's errors come first
-
-        def fail_at(i: int, pos: int, why: str, what: str) -> None:
-            if pos < at[i]:
-                at[i], reason[i], detail[i] = pos, why, what
-            readable[i] = readable[i] and why != "unreadable"
-
-        staged: dict[str, set[int]] = {s: set() for s in STAGES}
-        runs: list[tuple[BaseFilter, list[int], FilterRun]] = []
-        order = self.current_order()
-        self.orders[" > ".join(f.name for f in order)] += 1
-        for f in order:
-            pos = plan[f.name]
-            for stage in stages_needed(f):
-                spos = plan[stage]
-                todo = [i for i in range(n) if at[i] > pos and i not in staged[stage]]
-                staged[stage].update(todo)
-                stage_fail = lambda i, why, what, spos=spos: fail_at(i, spos, why, what)  # noqa: E731
-                if stage == "header":
-                    self._stage("header", todo, lambda i: self._parse_header(samples[i]), stage_fail, readable)
-                elif stage == "decode":
-                    self._stage("decode", todo, lambda i: self._decode(samples[i]), stage_fail, readable)
-                else:
-                    self._embed([samples[i] for i in todo], stage_fail, readable, samples)
-            idx = [i for i in range(n) if at[i] > pos]
-            if not idx:
-                continue
-            result = self._run_filter(f, [samples[i] for i in idx])
-            runs.append((f, idx, result))
-            for j, i in enumerate(idx):
-                if j in result.errors:
-                    fail_at(i, pos, "unreadable", f"{f.name}: {result.errors[j]}")
-                elif result.verdicts[j] is not None:
-                    fail_at(i, pos, f.reject_reason, result.verdicts[j])
-        # Keep only what the static order computes: checks up to each row's reject point.
-        for f, idx, result in runs:
-            pos = plan[f.name]
-            written = self._written(f, result)
-            for j, i in enumerate(idx):
-                if at[i] >= pos:
-                    for col in written:
-                        out[col][i] = result.scores[col][j]
-        for i in staged["header"]:
-            if at[i] < plan["header"]:  # the static order never parsed this header
-                samples[i].width, samples[i].height = original_size[i]
-                samples[i].format = None
-        for i in staged["embed"]:
-            if at[i] < plan["embed"]:
-                samples[i].image_embedding = samples[i].text_embedding = None
 
     @staticmethod
     def _written(f: BaseFilter, result: FilterRun) -> list[str]:

@@ -45,7 +45,14 @@ def test_laion_state_dict_loads_and_scores_identically(tmp_path):
     x = unit_vectors(20, 768) * 3.0  # raw CLIP embeddings are not unit length
     with torch.no_grad():
         expected = laion(torch.from_numpy(laion_normalized(x))).squeeze(-1).numpy()
-    assert np.array_equal(score_embeddings(load_head(path), x), expected)
+    # Scored in float64 (so a row's score does not depend on its batch), equal to LAION's float32
+    # pipeline up to float32 rounding.
+    head = load_head(path)
+    ours = score_embeddings(head, x)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(score_embeddings(head, x[5:12]), ours[5:12])
+    assert np.array_equal(np.concatenate([score_embeddings(head, x[i:i + 1]) for i in range(len(x))]), ours)
+    expected = ours
     f = AestheticFilter(head=str(path), min_score=float(np.median(expected)))
     samples = [sample(photo("coffee")) for _ in range(len(x))]
     for s, v in zip(samples, x):
@@ -133,3 +140,25 @@ def test_aesthetic_train_refuses_unusable_labels(tmp_path):
     result = CliRunner().invoke(aesthetic, ["train", "--embeddings", str(emb), "--labels", str(none),
                                             "--out", str(tmp_path / "h.pth")])
     assert result.exit_code != 0 and "no label column" in result.output
+
+
+def test_cost_hint_follows_the_embedding_model_the_head_was_trained_on(tmp_path):
+    """A head's cost is the CLIP embedding it waits for: a head trained on tiny-random embeddings
+    sorts before OCR in the static order, a LAION head (no metadata: ViT-L-14) after it."""
+    from photogenic.filters.aesthetic_cli import save_head
+    from photogenic.filters.aesthetic import build_head
+    from photogenic.filters.clip import EMBEDDING_COST
+
+    laion = tmp_path / "laion.pth"
+    torch.save(LaionMLP(768).state_dict(), laion)
+    tiny = tmp_path / "tiny.pth"
+    save_head(build_head(768), tiny, {"embedding_model": "tiny-random/random"})
+    assert AestheticFilter(head=str(laion)).cost_hint == EMBEDDING_COST["ViT-L-14"]
+    assert AestheticFilter(head=str(tiny)).cost_hint == EMBEDDING_COST["tiny-random"]
+
+    config = parse_config({"filters": {"aesthetic": {"head": str(tiny), "min_score": 5.0}}})
+    names = [f.name for f in build_filters(config)[0]]
+    assert names.index("aesthetic") < min(names.index("ocr"), names.index("offensive"))
+    config = parse_config({"filters": {"aesthetic": {"head": str(laion), "min_score": 5.0}}})
+    names = [f.name for f in build_filters(config)[0]]
+    assert names.index("aesthetic") > max(names.index("ocr"), names.index("offensive"))

@@ -56,8 +56,9 @@ class FilterJobConfig(Section):
     score_all: bool = False
     order: list[str] | None = None  # explicit cascade order; None: by cost hint
     # Run the filters that can reject in the order of their measured cost per rejected row, per
-    # worker (pipeline/filtering/cascade.py). Outputs are those of the static order either way;
-    # off by default because it cannot cost less than the static order (bench/filters.py).
+    # worker (pipeline/filtering/cascade.py). Verdicts (`passed`) are the same in any order; a
+    # rejected row's `reject_reason` is its first failing check in the order its batch ran, so it
+    # can differ between runs: off by default, where reasons are reproducible.
     # Ignored when `order` pins an order, and under score_all.
     adaptive: bool = False
     # Filter plugins, "module:Class" (BaseFilter subclasses), on top of the installed entry points

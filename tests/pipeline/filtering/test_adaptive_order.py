@@ -1,4 +1,4 @@
-"""The adaptive cascade order: the ordering rule, and outputs that do not depend on the order."""
+"""The adaptive cascade order: the ordering rule, and verdicts that do not depend on the order."""
 import itertools
 
 import pyarrow as pa
@@ -61,21 +61,51 @@ def pool_batch() -> pa.RecordBatch:
     return batch(items)
 
 
+def failing_checks(data) -> list[set[str]]:
+    """Per row, the reason each enabled check records when it runs alone: the reasons any order may
+    record for that row."""
+    config = parse_config({"filters": CHEAP})
+    configurable = {cls.name for cls in config.registry.configurable}
+    names = [f.name for f in Cascade(config).filters if f.name in configurable]
+    out = [set() for _ in range(data.num_rows)]
+    for name in names:
+        alone = parse_config({"filters": {**CHEAP, **{n: {"enabled": False} for n in names if n != name}}})
+        for i, r in enumerate(Cascade(alone).process(data).to_pylist()):
+            if r["reject_reason"]:
+                out[i].add(r["reject_reason"])
+    return out
+
+
+def verdicts(rows) -> list[tuple]:
+    return [(r["key"], r["passed"]) for r in rows]
+
+
 @pytest.mark.parametrize("make_batch", [pool_batch, hostile_batch])
-def test_every_order_gives_the_static_rows(make_batch, monkeypatch):
+def test_every_order_gives_the_static_verdicts_and_a_true_reason(make_batch, monkeypatch):
     config = parse_config({"filters": CHEAP})
     data = make_batch()
     static = Cascade(config, adaptive=False).process(data).to_pylist()
     assert len({r["reject_reason"] for r in static}) >= 3
+    possible = failing_checks(data)
     adaptive = Cascade(config, adaptive=True)
     orders = list(itertools.permutations(adaptive.filters))
     assert len(orders) >= 24
+    reasons_seen = [set() for _ in static]
     for order in orders:
         monkeypatch.setattr(adaptive, "current_order", lambda order=order: list(order))
-        assert adaptive.process(data).to_pylist() == static, [f.name for f in order]
+        rows = adaptive.process(data).to_pylist()
+        assert verdicts(rows) == verdicts(static), [f.name for f in order]
+        for i, (r, s) in enumerate(zip(rows, static)):
+            if s["passed"]:
+                assert r == s  # a passing row ran every check: identical in every column
+            else:
+                assert r["reject_reason"] in possible[i], (r["key"], r["reject_reason"], possible[i])
+                reasons_seen[i].add(r["reject_reason"])
+    if make_batch is pool_batch:  # rows that fail several checks record the one their order ran first
+        assert any(len(seen) > 1 for seen in reasons_seen)
 
 
-def test_measured_stats_reorder_a_worker_but_never_its_rows():
+def test_measured_stats_reorder_a_worker_but_never_its_verdicts():
     config = parse_config({"filters": CHEAP})
     static, adaptive = Cascade(config, adaptive=False), Cascade(config, adaptive=True)
     assert adaptive.adaptive and not static.adaptive
@@ -85,8 +115,14 @@ def test_measured_stats_reorder_a_worker_but_never_its_rows():
     adaptive.timings.update({"technical": 0.01, "decode": 0.01, "geometry": 50.0, "caption": 50.0})
     assert adaptive.current_order()[0].name == "technical"
     data = pool_batch()
+    expected = static.process(data).to_pylist()
     for _ in range(2):  # the second batch runs in the order the first one measured
-        assert adaptive.process(data).to_pylist() == static.process(data).to_pylist()
+        rows = adaptive.process(data).to_pylist()
+        assert verdicts(rows) == verdicts(expected)
+        # blurred and without a caption: static records the caption check, technical-first the blur
+        blur_nocap = next(r for r in rows if r["key"] == "blur_nocap")
+        assert blur_nocap["reject_reason"] == "technical"
+    assert next(r for r in expected if r["key"] == "blur_nocap")["reject_reason"] == "caption"
     assert sum(adaptive.orders.values()) == 2
     assert all(o.startswith("technical") for o in adaptive.orders)
 
