@@ -405,8 +405,11 @@ def webpool_spark(pool: Path, config: Config, tmp: Path, reps: int = 2) -> dict:
 # The quality-tuning configuration of the web-pool comparison: the default filters plus an aesthetic
 # threshold, the filter that decides a quality-tuning pool (Emu keeps images above a high
 # aesthetic score before anyone reviews them). Its keep share is LAION-Aesthetics v2 5+'s share
-# of LAION-2B-en: ~600M of 2.32B rows (LAION-5B paper; LAION-Aesthetics announcement). Emu's
-# threshold is stricter still, so this keeps more rows than a quality-tuning run would.
+# of LAION-2B-en, the subset Stable Diffusion's last checkpoints trained on: ~600M images
+# (Baio and Willison, "Exploring 12 Million of the Images Used to Train Stable Diffusion", waxy.org,
+# 2022) of 2.32B (LAION-5B paper). Emu's threshold is stricter still (it keeps a few hundred
+# thousand of billions through all its automatic filters), so this keeps more rows than a
+# quality-tuning run would.
 AESTHETIC_KEEP_SHARE = 600 / 2320
 
 

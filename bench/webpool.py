@@ -43,8 +43,10 @@ thresholds, and where no figure was found the share is a stated guess):
   rows; other images are photos at web sizes (short side 256-640), aspect 1:1 to 16:9.
 
 Not modelled: language (DataComp's English filter), NSFW, CLIP-score filtering (our default
-cascade has no rejecting CLIP threshold). Duplicates are not a filter-stage reject here (select
-removes them), so they pass or fail as their originals do.
+cascade has no rejecting CLIP threshold), aesthetics (the photos carry no aesthetic ground truth;
+bench/filters.py's quality-tuning config sets an aesthetic threshold by the share of rows it keeps
+instead). Duplicates are not a filter-stage reject here (select removes them), so they pass or
+fail as their originals do.
 """
 from __future__ import annotations
 

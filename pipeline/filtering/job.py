@@ -111,7 +111,7 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
     part = part_path(scores_dir, spec.id, attempt)
     counts: Counter = Counter()
     cascade.embedding_batches.clear()  # leftovers of a shard that failed in this worker
-    timings_before = dict(cascade.timings)
+    timings_before, orders_before = dict(cascade.timings), Counter(cascade.orders)
     start = time.perf_counter()
     rows = 0
 
@@ -139,6 +139,8 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
         "host": socket.gethostname(),
         "executor": os.environ.get("SPARK_LOCAL_IP") or "",
     }
+    if cascade.adaptive:  # the orders this shard's batches ran in: they decided its reject reasons
+        stats["orders"] = dict(Counter(cascade.orders) - orders_before)
     if cascade.save_embeddings:
         if cascade.embedding_batches:
             name = f"part-{spec.id}.attempt-{attempt}.parquet"
@@ -333,6 +335,7 @@ def _progress_counts(scores_dir: Path) -> tuple[int, int]:
 def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict[str, Any]:
     counts: Counter = Counter()
     stage_seconds: Counter = Counter()
+    orders: Counter = Counter()
     meaningless: set[str] = set()
     skipped: dict[str, str] = {}
     rows = 0
@@ -341,6 +344,7 @@ def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict
         rows += stats["rows"]
         counts.update(stats["counts"])
         stage_seconds.update(stats.get("stage_seconds", {}))
+        orders.update(stats.get("orders", {}))
         meaningless.update(stats.get("meaningless", []))
         skipped.update(stats.get("skipped_filters", {}))
     reasons = {r: counts.get(r, 0) for r in reject_reasons(config.registry)}
@@ -352,6 +356,7 @@ def summarise(scores_dir: Path, shards: list[ShardSpec], config: Config) -> dict
         "reject_reasons": reasons,
         "shards": len(shards),
         "stage_seconds": dict(stage_seconds),
+        **({"cascade_orders": dict(orders)} if orders else {}),  # adaptive runs: batches per order
         "meaningless": sorted(meaningless),
         "skipped_filters": skipped,
         "config": config.model_dump(mode="json"),

@@ -139,3 +139,18 @@ def test_reject_counts_are_kept_per_filter():
     cascade.process(pool_batch())
     assert cascade.rejected["caption"] >= 1 and cascade.rejected["geometry"] >= 1
     assert all(cascade.rejected[n] <= cascade.scored[n] for n in cascade.rejected)
+
+
+def test_an_adaptive_shard_records_the_orders_it_ran_in(sample_pool, tmp_path):
+    """Reasons depend on the order under adaptive: the shard's stats and the run summary say which."""
+    from photogenic.pipeline.filtering.job import process_shard, summarise
+    from photogenic.pipeline.pool.readers import discover_shards
+
+    config = parse_config({"filters": CHEAP, "job": {"adaptive": True}})
+    shard = discover_shards(sample_pool)[0]
+    stats = process_shard(shard, Cascade(config), tmp_path / "scores", 16)
+    assert sum(stats["orders"].values()) == -(-stats["rows"] // 16)  # one order per batch
+    assert summarise(tmp_path / "scores", [shard], config)["cascade_orders"] == stats["orders"]
+    static = process_shard(shard, Cascade(parse_config({"filters": CHEAP})), tmp_path / "static", 16)
+    assert "orders" not in static
+    assert "cascade_orders" not in summarise(tmp_path / "static", [shard], config)
