@@ -275,7 +275,8 @@ def _stage_summary(funnel: dict[str, Any], fingerprint: str, config: Config, sha
         rows_out=funnel["passed"], by_reason=dict(funnel["reject_reasons"]),
         seconds=funnel["wall_seconds_this_run"], config=config.model_dump(mode="json"),
         details={"shards": shards, "skipped_filters": funnel.get("skipped_filters", {}),
-                 "meaningless": funnel.get("meaningless", [])})
+                 "meaningless": funnel.get("meaningless", []),
+                 **({"cascade_orders": funnel["cascade_orders"]} if funnel.get("cascade_orders") else {})})
 
 
 def _spark_for(config: Config, master: str | None, conf: dict[str, str] | None):

@@ -300,6 +300,8 @@ def funnel_section(run: Run, ctx: Context) -> Section:
         "selection": _selection_info(ctx.select_details), "export_info": _export_info(run),
         "stages": rows, "reasons": [{"reason": r, "count": int(n)} for r, n in reasons],
         "skipped_filters": ctx.funnel_json.get("skipped_filters") or {},
+        # Adaptive runs: the reasons above follow the order each batch ran in (batches per order).
+        "cascade_orders": ctx.funnel_json.get("cascade_orders") or {},
     })
 
 

@@ -80,6 +80,22 @@ def test_rerun_of_a_finished_job_changes_nothing(sample_pool, cheap_run, cheap_c
     assert scores(cheap_run) == before
 
 
+def test_an_adaptive_job_passes_the_same_rows_and_says_which_orders_it_ran(sample_pool, cheap_run, tmp_path):
+    """`[job] adaptive` through the CLI and Spark: verdicts as the static job's, orders recorded."""
+    from tests.conftest import CHEAP_CONFIG
+
+    cfg = tmp_path / "adaptive.toml"
+    cfg.write_text(CHEAP_CONFIG + "[job]\nadaptive = true\n")
+    proc = run_cli("filter", "--pool", sample_pool, "--out", tmp_path / "run", "--config", cfg)
+    assert "adaptive order:" in proc.stdout
+    verdicts = "select key, passed from '{}/scores/*.parquet' order by key"
+    assert duckdb.sql(verdicts.format(tmp_path / "run")).fetchall() == duckdb.sql(verdicts.format(cheap_run)).fetchall()
+    funnel = json.loads((tmp_path / "run" / "scores" / "_funnel.json").read_text())
+    rows = duckdb.sql(f"select count(*) from '{tmp_path / 'run'}/scores/*.parquet'").fetchall()[0][0]
+    assert funnel["cascade_orders"] and sum(funnel["cascade_orders"].values()) >= rows // 64
+    assert "cascade_orders" not in json.loads((cheap_run / "scores" / "_funnel.json").read_text())
+
+
 def test_changed_filter_settings_refuse_to_mix_with_old_scores(sample_pool, cheap_run, tmp_path):
     cfg = tmp_path / "other.toml"
     cfg.write_text("[filters.geometry]\nmin_side = 10\n")

@@ -159,3 +159,20 @@ def test_a_run_without_review_shows_one_review_row_not_run_yet(tmp_path):
     stages = {r["id"]: r for r in funnel_section(gathered, context(gathered, thumbs=1)).data["stages"]}
     assert [sid for sid in stages if "kept" in sid] == ["review_kept"]
     assert stages["review_kept"]["count"] is None
+
+
+def test_an_adaptive_filter_run_says_its_reasons_follow_the_orders_used(fake_run, tmp_path):
+    from photogenic.pipeline.core.runio import read_json
+
+    run = _copy(fake_run, tmp_path)
+    funnel = run / "scores" / "_funnel.json"
+    gathered = Run(run)
+    assert funnel_section(gathered, context(gathered, thumbs=1)).data["cascade_orders"] == {}
+    orders = {"geometry > caption > technical": 3, "caption > geometry > technical": 1}
+    write_json_atomic({**read_json(funnel), "cascade_orders": orders}, funnel)
+    gathered = Run(run)
+    assert funnel_section(gathered, context(gathered, thumbs=1)).data["cascade_orders"] == orders
+    from photogenic.pipeline.report.stage import build_report
+
+    page = build_report(run, out=tmp_path / "report", thumbs=1).read_text()
+    assert 'id="adaptive-orders"' in page and "geometry &gt; caption &gt; technical</code> (3)" in page
