@@ -21,9 +21,10 @@
    by batch on the pool's first --web-mode-rows rows, with their ratios and a check that static and
    adaptive gave the same verdicts, under the default config and under a quality-tuning one (the
    default plus an aesthetic threshold: AESTHETIC_KEEP_SHARE says where its share comes from).
-   Section `webpool_spark`: the filter job on Spark local[2] over the whole pool vs a plain loop (job.process_shard over the shards in one process: the same read,
-   cascade, parquet write and commit a Spark task does) and vs that loop in 2 processes, alternated
-   twice, rows/s and their ratios; cheap filters only (CHEAP_FILTERS says why).
+   Section `webpool_spark`: the filter job on Spark local[2] over the whole pool vs a plain loop
+   (job.process_shard over the shards in one process: the same read, cascade, parquet write and
+   commit a Spark task does) and vs that loop in 2 processes, alternated twice, rows/s and their
+   ratios; cheap filters only (CHEAP_FILTERS says why).
 Every number written is measured in this run; the machine's core count and load are recorded
 because a shared machine inflates all of them alike.
 """

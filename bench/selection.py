@@ -11,8 +11,8 @@ smaller tables are the first rows of the largest, as hard links):
 
 Per-step seconds are select's (plan.py's _StepTimer). Results: bench/results/select.json.
 (Issue 16 calls this bench/select.py; it is named selection.py because a bench/select.py run as a
-script would put bench/ first on the module search path and shadow the standard library's `select` module,
-which subprocess imports.)
+script would put bench/ first on the module search path and shadow the standard library's
+`select` module, which subprocess imports.)
 
     .venv/bin/python -m bench.selection [--rows 10000000] [--big-rows 100000000] [--spark-rows 1000000] [--no-spark]
 """

@@ -61,7 +61,8 @@ def print_funnel(funnel: dict) -> None:
         console.print(f"[yellow]filter {name} skipped: {why}[/yellow]")
     if funnel.get("cascade_orders"):  # [job] adaptive: reasons follow the orders the batches ran in
         used = "; ".join(f"{order} ({n})" for order, n in funnel["cascade_orders"].items())
-        console.print(f"adaptive order: a row failing several checks records the first its batch ran; batches per order: {used}")
+        console.print("adaptive order: a row failing several checks records the first its batch ran; "
+                      f"batches per order: {used}")
     if funnel.get("meaningless"):
         console.print(
             "[bold red]WARNING: " + ", ".join(funnel["meaningless"])

@@ -111,7 +111,7 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
     part = part_path(scores_dir, spec.id, attempt)
     counts: Counter = Counter()
     cascade.embedding_batches.clear()  # leftovers of a shard that failed in this worker
-    timings_before, orders_before = dict(cascade.timings), Counter(cascade.orders)
+    timings_before, orders_before = dict(cascade.timings), cascade.orders.copy()
     start = time.perf_counter()
     rows = 0
 
@@ -140,7 +140,7 @@ def process_shard(spec: ShardSpec, cascade, scores_dir: Path, batch_rows: int) -
         "executor": os.environ.get("SPARK_LOCAL_IP") or "",
     }
     if cascade.adaptive:  # the orders this shard's batches ran in: they decided its reject reasons
-        stats["orders"] = dict(Counter(cascade.orders) - orders_before)
+        stats["orders"] = dict(cascade.orders - orders_before)
     if cascade.save_embeddings:
         if cascade.embedding_batches:
             name = f"part-{spec.id}.attempt-{attempt}.parquet"
